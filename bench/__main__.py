@@ -1,0 +1,176 @@
+"""bench CLI: plan | run | report | tasks | data (one function each).
+
+Bad input exits with status 2 and one message naming the file, key and fix: no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from bench.data import DataError, check_task_data, load_splits, resolve_data_dir
+from bench.matrix import Matrix, MatrixError, load
+from bench.records import Status
+from bench.runner import BusyError, cell_status, plan
+from bench.store import Store, StoreError, latest
+
+RESULTS_ENV = "BENCH_RESULTS"
+USER_ERRORS = (MatrixError, DataError, StoreError, BusyError)
+
+
+def results_dir(args) -> Path:
+    return Path(args.results_dir or os.environ.get(RESULTS_ENV) or "results")
+
+
+def cmd_plan(args) -> int:
+    matrix = load(args.matrix)
+    records = Store(results_dir(args)).records()
+    last = latest(records)
+    print(f"matrix {matrix.name}: {len(matrix.cells)} cells ({matrix.path})")
+    print(f"{'status':<8} {'cell':<58} key")
+    for cell in matrix.cells:
+        print(f"{cell_status(cell, last):<8} {cell.id:<58} {cell.key}")
+    steps = plan(matrix.cells, records, _retry(args.retry), args.rerun)
+    print(f"{len(steps)} steps to run: " + (", ".join(f"{s.phase} {s.cell.id}" for s in steps) or "nothing"))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from bench.launch import Launcher
+    from bench.runner import run
+
+    matrix = load(args.matrix)
+    data_dir = resolve_data_dir(args.data_dir)
+    _check_data(matrix, data_dir)
+    store = Store(results_dir(args))
+    store.check_writable()
+    steps = plan(matrix.cells, store.records(), _retry(args.retry), args.rerun)
+    print(
+        f"matrix {matrix.name}: {len(matrix.cells)} cells, {len(steps)} steps to run; results in {store.root}"
+    )
+    launcher = Launcher(store.root.resolve(), data_dir, matrix.name)
+    written = run(steps, store, launcher)
+    failed = [r for r in written if r.status != Status.OK]
+    print(f"done: {len(written)} records written, {len(failed)} not ok")
+    if not args.no_report:
+        _report(matrix, store, Path(args.reports_dir))
+    return 0
+
+
+def cmd_report(args) -> int:
+    matrix = load(args.matrix)
+    _report(matrix, Store(results_dir(args)), Path(args.reports_dir))
+    return 0
+
+
+def _report(matrix: Matrix, store: Store, out_dir: Path) -> None:
+    from bench.render import ReportError, write_reports
+
+    try:
+        paths = write_reports(matrix.name, matrix.description, list(matrix.cells), store.records(), out_dir)
+    except ReportError as exc:
+        raise StoreError(str(exc)) from exc
+    print("report: " + ", ".join(str(p) for p in paths))
+
+
+def cmd_tasks(args) -> int:
+    from bench.examples import TASKS_DIR
+    from bench.taskcheck import check_tasks, list_tasks
+
+    if args.check:
+        problems = check_tasks(TASKS_DIR)
+        for problem in problems:
+            print(f"problem: {problem}", file=sys.stderr)
+        print(f"{len(problems)} problems in {TASKS_DIR}")
+        return 1 if problems else 0
+    print("\n".join(list_tasks(TASKS_DIR)))
+    return 0
+
+
+def cmd_data(args) -> int:
+    from bench.catalog import TASKS
+
+    data_dir = resolve_data_dir(args.data_dir)
+    print(f"data directory {data_dir}")
+    for task in TASKS:
+        try:
+            info = load_splits(task, data_dir).info
+        except DataError as exc:
+            print(f"{task:<11} missing: {exc}")
+            continue
+        print(f"{task:<11} train {info.train_rows:>6}  test {info.test_rows:>5}  {info.note}")
+    return 0
+
+
+def _check_data(matrix: Matrix, data_dir: Path) -> None:
+    from bench.catalog import TRAINING_SETS
+
+    for task in sorted(
+        {
+            t
+            for c in matrix.cells
+            for t in TRAINING_SETS[c.task].train_tasks + TRAINING_SETS[c.task].eval_tasks
+        }
+    ):
+        check_task_data(task, data_dir)
+        load_splits(task, data_dir)  # parses every line now, so a bad row fails before any model loads
+
+
+def _retry(text: str | None) -> frozenset[Status]:
+    if not text:
+        return frozenset()
+    try:
+        return frozenset(Status(s.strip()) for s in text.split(","))
+    except ValueError as exc:
+        raise MatrixError(f"--retry: {exc}; use a comma list of oom, failed, timeout") from exc
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--results-dir", help=f"where records.jsonl lives (env {RESULTS_ENV}; default results/)"
+    )
+    for name, func, help_text in (
+        ("plan", cmd_plan, "list every cell with its status and the steps a run would take"),
+        ("run", cmd_run, "train and evaluate the cells a matrix still needs, then write the report"),
+        ("report", cmd_report, "render reports/<matrix>.md/.html/.csv from the records alone"),
+    ):
+        s = sub.add_parser(name, parents=[common], help=help_text)
+        s.add_argument("matrix", help="a matrix YAML, e.g. matrices/smoke.yaml")
+        s.set_defaults(func=func)
+        if name != "report":
+            s.add_argument(
+                "--retry", help="rerun cells whose last record has these statuses, e.g. oom,failed"
+            )
+            s.add_argument(
+                "--rerun", action="store_true", help="rerun every cell (new records; old ones stay)"
+            )
+        if name != "plan":
+            s.add_argument("--reports-dir", default="reports", help="where reports go (default reports/)")
+        if name == "run":
+            s.add_argument("--data-dir", help="the FinLoRA data folder (env BENCH_DATA)")
+            s.add_argument("--no-report", action="store_true")
+    t = sub.add_parser("tasks", help="list the lm-eval tasks in tasks/; --check fails if any YAML is skipped")
+    t.add_argument("--check", action="store_true")
+    t.set_defaults(func=cmd_tasks)
+    d = sub.add_parser("data", help="show what the data directory holds and which splits are local")
+    d.add_argument("--data-dir")
+    d.set_defaults(func=cmd_data)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

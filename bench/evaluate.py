@@ -1,0 +1,159 @@
+"""Evaluation worker: the base quantized to eval_bits (8-bit by default, as in the paper), its
+layers split over all visible GPUs, the cell's adapter on top, lm-eval on the tasks in tasks/.
+
+Scores come from bench.scoring on lm-eval's logged outputs, both scorers, with bootstrap intervals.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from bench import faults
+from bench.catalog import TRAINING_SETS
+from bench.data import load_splits
+from bench.examples import task_manager
+from bench.loading import compute_dtype, load_model, load_tokenizer, resolve_source
+from bench.measure import (
+    Clock,
+    NvmlSampler,
+    device_names,
+    memory_fields,
+    peak_rss_gb,
+    reset_torch_peaks,
+    torch_peaks_gb,
+)
+from bench.scoring import SCORERS, bootstrap_ci, score
+from bench.worker import failure, parse_args, progress, read_cell, write_outcome
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv, "bench evaluation worker")
+    cell = read_cell(args.cell_dir)
+    try:
+        outcome = evaluate_cell(cell, args.cell_dir, args.data_dir)
+    except Exception as exc:  # a failure is a result: record it, let the matrix go on
+        write_outcome(args.cell_dir / "eval-outcome.json", failure(exc))
+        return 1
+    write_outcome(args.cell_dir / "eval-outcome.json", outcome)
+    return 0
+
+
+def layer_split_device_map():
+    """Every GPU gets a contiguous share of the layers (naive pipeline parallelism, as the paper)."""
+    gpus = torch.cuda.device_count()
+    if gpus == 0:
+        return {"": "cpu"}
+    return {"": 0} if gpus == 1 else "balanced"
+
+
+def load_for_eval(cell, data_dir: Path, adapter_dir: Path):
+    from peft import PeftModel
+
+    source = resolve_source(cell.model, data_dir)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer = load_tokenizer(source, cell.model)
+    model = load_model(source, cell.model, cell.eval_bits, compute_dtype(device), layer_split_device_map())
+    if not cell.is_base:
+        model = PeftModel.from_pretrained(model, adapter_dir)
+    model.eval()
+    return model, tokenizer
+
+
+def evaluate_cell(cell, cell_dir: Path, data_dir: Path) -> dict:
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+
+    faults.inject("eval")
+    tasks = list(TRAINING_SETS[cell.task].eval_tasks)
+    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    with Clock() as load_clock:
+        model, tokenizer = load_for_eval(cell, data_dir, cell_dir / "adapter")
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cell.eval.batch_size)
+    gen_kwargs = {"max_gen_toks": cell.eval.max_new_tokens} if cell.eval.max_new_tokens else None
+    indices = list(range(torch.cuda.device_count()))
+    reset_torch_peaks(device)
+    sampler = NvmlSampler(indices)
+    progress(f"evaluating {', '.join(tasks)} (limit {cell.eval.limit})")
+    with sampler, Clock() as eval_clock:
+        results = simple_evaluate(
+            model=lm, tasks=tasks, task_manager=task_manager(data_dir), limit=cell.eval.limit,
+            log_samples=True, gen_kwargs=gen_kwargs, bootstrap_iters=0, random_seed=0,
+        )  # fmt: skip
+    scores, examples = [], 0
+    for task in tasks:
+        samples = sorted(results["samples"][task], key=lambda s: s["doc_id"])
+        outputs = [s["filtered_resps"][0] for s in samples]
+        targets = [s["target"] for s in samples]
+        write_samples(cell_dir / f"samples_{task}.jsonl", samples)
+        scores += task_scores(task, outputs, targets, cell, results, data_dir)
+        examples += len(samples)
+    peaks = [torch_peaks_gb(torch.device("cuda", i)) for i in indices] or [(None, None)]
+    metrics = {
+        "load_s": round(load_clock.seconds, 3),
+        "eval_s": round(eval_clock.seconds, 3),
+        "examples": examples,
+        "s_per_example": round(eval_clock.seconds / max(examples, 1), 4),
+        "examples_per_s": round(examples / eval_clock.seconds, 3),
+        "eval_bits": cell.eval_bits,
+        "device": device_names()[0],
+        "devices": device_names(),
+        "device_map": dict(Counter(str(d) for d in getattr(model, "hf_device_map", {"": "cpu"}).values())),
+        "lm_eval": {t: _plain(results["results"].get(t, {})) for t in tasks},
+        **memory_fields([p[0] for p in peaks], [p[1] for p in peaks], sampler.peaks_gb(), sampler.error,
+                        [peak_rss_gb()]),
+    }  # fmt: skip
+    artifacts = {f"samples_{t}": str(cell_dir / f"samples_{t}.jsonl") for t in tasks}
+    data = [load_splits(t, data_dir).info.to_dict() for t in tasks]
+    notes = ["random weights: resources only"] if cell.model.weights == "random" else []
+    return {"status": "ok", "metrics": metrics, "scores": scores, "data": data, "artifacts": artifacts,
+            "notes": notes}  # fmt: skip
+
+
+def task_scores(task, outputs, targets, cell, results, data_dir) -> list[dict]:
+    config = results.get("configs", {}).get(task, {})
+    max_new = (config.get("generation_kwargs") or {}).get("max_gen_toks")
+    local = load_splits(task, data_dir).info.local_split
+    out = []
+    for scorer in SCORERS:
+        point = score(task, outputs, targets, scorer)
+        ci = (
+            bootstrap_ci(task, outputs, targets, scorer, n_resamples=cell.eval.bootstrap)
+            if cell.eval.bootstrap
+            else {}
+        )
+        out.append({
+            "task": task, "scorer": scorer, "n": len(outputs),
+            "accuracy": point["accuracy"], "weighted_f1": point.get("weighted_f1"),
+            "accuracy_ci": _pair(ci.get("accuracy")), "weighted_f1_ci": _pair(ci.get("weighted_f1")),
+            "decoding": "greedy", "max_new_tokens": cell.eval.max_new_tokens or max_new, "local_split": local,
+        })  # fmt: skip
+    return out
+
+
+def _pair(value):
+    return None if value is None else [round(float(v), 5) for v in value]
+
+
+def _plain(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float | str)}
+
+
+def write_samples(path: Path, samples: list[dict]) -> None:
+    with open(path, "w") as fh:
+        for s in samples:
+            row = {
+                "doc_id": s["doc_id"],
+                "output": s["filtered_resps"][0],
+                "raw": s["resps"][0][0],
+                "target": s["target"],
+            }
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

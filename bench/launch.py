@@ -1,0 +1,158 @@
+"""One subprocess per (cell, phase): torchrun with one process per GPU for training, a single
+process for layer-split evaluation. Turns whatever happened into a RunRecord.
+
+Workers write `<phase>-outcome.json` (status, metrics, scores, ...). A worker that dies without
+one, overruns its time limit, or runs out of memory still becomes a record, with its log's tail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.records import RunRecord, Status, environment, now
+from bench.runner import Step
+
+PROGRESS_PREFIX = "progress: "
+LOG_TAIL_LINES = 40
+OOM_MARKERS = ("OutOfMemoryError", "CUDA out of memory", "CUBLAS_STATUS_ALLOC_FAILED")
+
+
+@dataclass(frozen=True)
+class Launcher:
+    results_dir: Path
+    data_dir: Path
+    matrix: str
+    echo: bool = True  # print workers' progress lines
+
+    def cell_dir(self, step: Step) -> Path:
+        return self.results_dir / "cells" / step.cell.dirname
+
+    def command(self, step: Step, cell_dir: Path) -> list[str]:
+        worker = ["--cell-dir", str(cell_dir), "--data-dir", str(self.data_dir)]
+        if step.phase == "train":
+            return [
+                sys.executable, "-m", "torch.distributed.run", "--standalone",
+                f"--nproc_per_node={step.cell.gpus}", "-m", "bench.train", *worker,
+            ]  # fmt: skip
+        return [sys.executable, "-m", "bench.evaluate", *worker]
+
+    def __call__(self, step: Step) -> RunRecord:
+        cell_dir = self.cell_dir(step)
+        cell_dir.mkdir(parents=True, exist_ok=True)
+        (cell_dir / "cell.json").write_text(json.dumps(step.cell.to_dict(), indent=1, sort_keys=True))
+        outcome_path = cell_dir / f"{step.phase}-outcome.json"
+        outcome_path.unlink(missing_ok=True)
+        log_path = cell_dir / f"{step.phase}.log"
+        config = step.cell.train if step.phase == "train" else step.cell.eval
+        started, t0 = now(), time.monotonic()
+        returncode, timed_out = self._run(self.command(step, cell_dir), log_path, config.time_limit_s)
+        wall = time.monotonic() - t0
+        outcome = _read_outcome(outcome_path)
+        status, error = _classify(returncode, timed_out, outcome, log_path, config.time_limit_s)
+        return RunRecord(
+            cell_key=step.cell.key,
+            cell_id=step.cell.id,
+            cell=step.cell.to_dict(),
+            phase=step.phase,
+            status=status,
+            started_at=started,
+            finished_at=now(),
+            wall_s=round(wall, 3),
+            matrix=self.matrix,
+            metrics=outcome.get("metrics", {}),
+            scores=outcome.get("scores", []),
+            data=outcome.get("data", []),
+            env=environment(),
+            artifacts={
+                "log": str(log_path.relative_to(self.results_dir)),
+                **{
+                    k: str(Path(v).relative_to(self.results_dir))
+                    for k, v in outcome.get("artifacts", {}).items()
+                },
+            },
+            notes=outcome.get("notes", []),
+            error=error,
+            log_tail=None if status == Status.OK else _tail(log_path),
+        )
+
+    def _run(self, command: list[str], log_path: Path, limit: int | None) -> tuple[int, bool]:
+        env = {**os.environ, "BENCH_DATA": str(self.data_dir), "PYTHONUNBUFFERED": "1"}
+        with open(log_path, "w") as log:
+            log.write("$ " + " ".join(command) + "\n")
+            log.flush()
+            # A new session, so that a timeout can end the worker and every process it started.
+            proc = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                start_new_session=True, text=True, errors="replace",
+            )  # fmt: skip
+            pump = threading.Thread(target=self._pump, args=(proc, log), daemon=True)
+            pump.start()
+            try:
+                proc.wait(timeout=limit)
+                timed_out = False
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                timed_out = True
+            finally:
+                if proc.poll() is None:  # the runner itself is being stopped
+                    _kill_group(proc)
+            pump.join(timeout=10)
+        return proc.returncode, timed_out
+
+    def _pump(self, proc: subprocess.Popen, log) -> None:
+        for line in proc.stdout:
+            log.write(line)
+            log.flush()
+            if self.echo and line.startswith(PROGRESS_PREFIX):
+                print("    " + line[len(PROGRESS_PREFIX) :].rstrip(), flush=True)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=10)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _read_outcome(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _classify(returncode, timed_out, outcome, log_path, limit) -> tuple[Status, str | None]:
+    if timed_out:
+        return Status.TIMEOUT, f"exceeded the cell's time limit of {limit}s; raise time_limit_s to allow more"
+    if outcome.get("status"):
+        return Status(outcome["status"]), outcome.get("error")
+    tail = _tail(log_path) or ""
+    if any(marker in tail for marker in OOM_MARKERS):
+        return Status.OOM, "out of memory (see log tail)"
+    if returncode is not None and returncode < 0:
+        name = signal.Signals(-returncode).name
+        hint = " (the kernel's OOM killer sends SIGKILL)" if returncode == -signal.SIGKILL else ""
+        return Status.FAILED, f"worker killed by {name}{hint}"
+    return Status.FAILED, f"worker exited with status {returncode} and wrote no outcome (see log tail)"
+
+
+def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str | None:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return None
+    return "\n".join(text.splitlines()[-lines:])
