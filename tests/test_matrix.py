@@ -1,0 +1,93 @@
+from pathlib import Path
+
+import pytest
+
+from bench.matrix import MatrixError, load, parse
+
+REPO = Path(__file__).resolve().parents[1]
+BASE = {
+    "models": {"tiny": {"source": "tiny"}},
+    "axes": {"model": ["tiny"], "quant": [{"bits": 4, "rank": 4}, {"bits": 8, "rank": 8}], "task": ["fpb"]},
+}
+
+
+def expand(**changes):
+    return parse({**BASE, **changes}, Path("m.yaml"))
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "matrices").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_matrix_validates(path):
+    matrix = load(path)
+    assert matrix.cells
+    assert len({c.key for c in matrix.cells}) == len(matrix.cells)
+
+
+def test_linked_axes_move_together_and_defaults_fill_gpus_and_eval_bits():
+    cells = expand().cells
+    assert sorted((c.bits, c.rank) for c in cells) == [(4, 4), (8, 8)]
+    assert {(c.gpus, c.eval_bits) for c in cells} == {(1, 8)}
+
+
+def test_cartesian_product_base_rows_and_exclusions():
+    m = expand(
+        axes={**BASE["axes"], "task": ["fpb", "ner"], "gpus": [1, 2]},
+        base=True,
+        exclude=[{"task": "ner", "gpus": 2}],
+    )
+    trained = [c for c in m.cells if not c.is_base]
+    base = [c for c in m.cells if c.is_base]
+    assert len(trained) == 2 * 2 * 2 - 2  # (quant × task × gpus) minus ner on 2 GPUs
+    assert {(c.task, c.gpus) for c in base} == {("fpb", 1), ("fpb", 2), ("ner", 1)}
+    assert all(c.train is None and c.phases() == ("eval",) for c in base)
+
+
+def test_overrides_apply_per_model_and_task_in_order():
+    m = expand(
+        axes={**BASE["axes"], "task": ["fpb", "xbrl"]},
+        train={"batch_per_gpu": 16, "epochs": 4},
+        overrides=[
+            {"when": {"task": "xbrl"}, "train": {"batch_per_gpu": 2, "epochs": 1}},
+            {"when": {"task": ["xbrl"], "bits": 8}, "train": {"grad_accum": 2}, "eval": {"limit": 5}},
+        ],
+    )
+    by = {(c.task, c.bits): c for c in m.cells}
+    assert by[("fpb", 4)].train.batch_per_gpu == 16 and by[("fpb", 4)].train.epochs == 4.0
+    assert by[("xbrl", 4)].train.batch_per_gpu == 2 and by[("xbrl", 4)].train.grad_accum == 1
+    assert by[("xbrl", 8)].train.grad_accum == 2 and by[("xbrl", 8)].eval.limit == 5
+
+
+def test_any_field_change_makes_a_new_key_and_ids_are_readable():
+    a = expand(train={"lr": 1e-4}).cells[0]
+    b = expand(train={"lr": 2e-4}).cells[0]
+    assert a.id == b.id == "tiny__fpb__4bit-r4__1gpu__eval8bit"
+    assert a.key != b.key
+
+
+def test_cell_round_trips_through_its_dict():
+    from bench.cell import Cell
+
+    for cell in load(REPO / "matrices" / "paper.yaml").cells:
+        again = Cell.from_dict(cell.to_dict())
+        assert again == cell and again.key == cell.key
+
+
+def test_paper_matrix_encodes_the_papers_batches():
+    cells = load(REPO / "matrices" / "paper.yaml").cells
+    eight = next(c for c in cells if c.model.name == "llama-3.1-8b" and c.task == "ner" and c.bits == 4)
+    seventy = next(c for c in cells if c.model.name == "llama-3.1-70b" and c.task == "ner" and c.bits == 8)
+    xbrl = next(c for c in cells if c.task == "xbrl" and c.bits == 8)
+    assert (eight.rank, eight.gpus, eight.eval_bits, eight.train.batch_per_gpu, eight.train.grad_accum) == (
+        4, 4, 8, 16, 1,
+    )  # fmt: skip
+    assert (seventy.rank, seventy.train.batch_per_gpu, seventy.train.grad_accum) == (8, 4, 4)
+    assert (xbrl.train.batch_per_gpu, xbrl.train.grad_accum, xbrl.train.epochs) == (2, 2, 1.0)
+    assert eight.train.optimizer == "zero_one_adam" and eight.train.zero_stage == 0
+    assert eight.train.target_modules == ("q_proj", "k_proj", "v_proj") and eight.train.lora_alpha == 32
+    assert {c.task for c in cells} == {"sentiment", "headline", "ner", "xbrl"}
+    assert any(c.is_base and c.model.name == "llama-3.1-70b" for c in cells)
+
+
+def test_error_names_file_key_and_suggests_the_fix():
+    with pytest.raises(MatrixError) as err:
+        expand(axes={**BASE["axes"], "rnak": [4]})
+    assert str(err.value) == "m.yaml: key 'axes.rnak': unknown key; did you mean 'rank'?"
