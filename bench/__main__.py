@@ -80,7 +80,8 @@ def cmd_tasks(args) -> int:
     from bench.taskcheck import check_tasks, list_tasks
 
     if args.check:
-        problems = check_tasks(TASKS_DIR)
+        data_dir = resolve_data_dir(args.data_dir)
+        problems = check_tasks(TASKS_DIR, metadata={"data_dir": str(data_dir)})
         for problem in problems:
             print(f"problem: {problem}", file=sys.stderr)
         print(f"{len(problems)} problems in {TASKS_DIR}")
@@ -156,6 +157,7 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--no-report", action="store_true")
     t = sub.add_parser("tasks", help="list the lm-eval tasks in tasks/; --check fails if any YAML is skipped")
     t.add_argument("--check", action="store_true")
+    t.add_argument("--data-dir", help="the data folder the tasks read (env BENCH_DATA)")
     t.set_defaults(func=cmd_tasks)
     d = sub.add_parser("data", help="show what the data directory holds and which splits are local")
     d.add_argument("--data-dir")
