@@ -6,7 +6,9 @@ Bad input exits with status 2 and one message naming the file, key and fix: no t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -24,8 +26,22 @@ def results_dir(args) -> Path:
     return Path(args.results_dir or os.environ.get(RESULTS_ENV) or "results")
 
 
+def select(matrix: Matrix, pattern: str | None) -> Matrix:
+    """--only REGEX: the cells whose id matches, e.g. '4bit-r4' or 'ner__'."""
+    if not pattern:
+        return matrix
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise MatrixError(f"--only {pattern!r} is not a valid regular expression ({exc})") from exc
+    cells = tuple(c for c in matrix.cells if regex.search(c.id))
+    if not cells:
+        raise MatrixError(f"--only {pattern!r} matches no cell of {matrix.path}; see `bench plan {matrix.path}`")
+    return dataclasses.replace(matrix, cells=cells)
+
+
 def cmd_plan(args) -> int:
-    matrix = load(args.matrix)
+    matrix = select(load(args.matrix), args.only)
     records = Store(results_dir(args)).records()
     last = latest(records)
     print(f"matrix {matrix.name}: {len(matrix.cells)} cells ({matrix.path})")
@@ -33,7 +49,9 @@ def cmd_plan(args) -> int:
     for cell in matrix.cells:
         print(f"{cell_status(cell, last):<8} {cell.id:<58} {cell.key}")
     steps = plan(matrix.cells, records, _retry(args.retry), args.rerun)
-    print(f"{len(steps)} steps to run: " + (", ".join(f"{s.phase} {s.cell.id}" for s in steps) or "nothing"))
+    print(f"{len(steps)} steps to run")
+    for step in steps:
+        print(f"  {step.phase:<5} {step.cell.id}")
     return 0
 
 
@@ -41,7 +59,7 @@ def cmd_run(args) -> int:
     from bench.launch import Launcher
     from bench.runner import run
 
-    matrix = load(args.matrix)
+    matrix = select(load(args.matrix), args.only)
     data_dir = resolve_data_dir(args.data_dir)
     _check_data(matrix, data_dir)
     store = Store(results_dir(args))
@@ -150,6 +168,7 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument(
                 "--rerun", action="store_true", help="rerun every cell (new records; old ones stay)"
             )
+            s.add_argument("--only", metavar="REGEX", help="only the cells whose id matches, e.g. 4bit-r4")
         if name != "plan":
             s.add_argument("--reports-dir", default="reports", help="where reports go (default reports/)")
         if name == "run":

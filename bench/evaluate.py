@@ -27,6 +27,7 @@ from bench.measure import (
     reset_torch_peaks,
     torch_peaks_gb,
 )
+from bench.random_weights import NOTE as RANDOM_NOTE
 from bench.scoring import SCORERS, bootstrap_ci, score
 from bench.worker import failure, parse_args, progress, read_cell, write_outcome
 
@@ -109,7 +110,7 @@ def evaluate_cell(cell, cell_dir: Path, data_dir: Path) -> dict:
     }  # fmt: skip
     artifacts = {f"samples_{t}": str(cell_dir / f"samples_{t}.jsonl") for t in tasks}
     data = [load_splits(t, data_dir).info.to_dict() for t in tasks]
-    notes = ["random weights: resources only"] if cell.model.weights == "random" else []
+    notes = [RANDOM_NOTE] if cell.model.weights == "random" else []
     return {"status": "ok", "metrics": metrics, "scores": scores, "data": data, "artifacts": artifacts,
             "notes": notes}  # fmt: skip
 

@@ -14,6 +14,10 @@ QUANTIZED_CLASSES = ("Linear4bit", "Linear8bitLt")
 
 def resolve_source(spec: ModelSpec, data_dir: Path) -> str:
     """A local directory, or a hub id for transformers to fetch (real users; no hub here)."""
+    if spec.weights == "random":
+        from bench.random_weights import random_checkpoint
+
+        return str(random_checkpoint(spec.source, data_dir))
     if spec.source == "tiny":
         from bench.tiny import tiny_model_dir
 

@@ -137,7 +137,13 @@ def _check_source(ctx: _Context, key: str, spec: dict) -> None:
     source = spec["source"]
     if not isinstance(source, str) or not source:
         ctx.fail(f"{key}.source", "must be a non-empty string")
-    if source == "tiny" or spec.get("weights") == "random" and not source.startswith((".", "/", "~")):
+    if source == "tiny":
+        return
+    if spec.get("weights") == "random" and not source.startswith((".", "/", "~")):
+        shipped = Path(__file__).resolve().parent / "configs"
+        if not (shipped / source / "config.json").is_file():
+            known = ", ".join(sorted(p.name for p in shipped.iterdir() if p.is_dir()))
+            ctx.fail(f"{key}.source", f"random weights need an architecture: one of {known}, or a path")
         return
     if source.startswith((".", "/", "~")):
         local = Path(source).expanduser()

@@ -36,6 +36,7 @@ from bench.measure import (
     torch_peaks_gb,
 )
 from bench.optim import choose_optimizer, deepspeed_config
+from bench.random_weights import NOTE as RANDOM_NOTE
 from bench.worker import failure, parse_args, progress, read_cell, write_outcome
 
 
@@ -99,7 +100,11 @@ def build_model(cell, source: str, device: torch.device):
         bias="none",
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora)
+    model = get_peft_model(model, lora)
+    for param in model.parameters():
+        if param.requires_grad:  # LoRA weights train in fp32 whatever the base computes in
+            param.data = param.data.float()
+    return model
 
 
 def train_cell(cell, cell_dir, data_dir) -> dict:
@@ -182,6 +187,8 @@ def train_cell(cell, cell_dir, data_dir) -> dict:
         **memory,
     }
     notes = [f"optimizer fallback: AdamW instead of 0/1 Adam ({fallback})"] if fallback else []
+    if cell.model.weights == "random":
+        notes.append(RANDOM_NOTE)
     data = [load_splits(task, data_dir).info.to_dict() for task in train_tasks]
     return {"status": "ok", "metrics": metrics, "notes": notes, "data": data,
             "artifacts": {"adapter": str(adapter_dir)}}  # fmt: skip
