@@ -36,7 +36,9 @@ def select(matrix: Matrix, pattern: str | None) -> Matrix:
         raise MatrixError(f"--only {pattern!r} is not a valid regular expression ({exc})") from exc
     cells = tuple(c for c in matrix.cells if regex.search(c.id))
     if not cells:
-        raise MatrixError(f"--only {pattern!r} matches no cell of {matrix.path}; see `bench plan {matrix.path}`")
+        raise MatrixError(
+            f"--only {pattern!r} matches no cell of {matrix.path}; see `bench plan {matrix.path}`"
+        )
     return dataclasses.replace(matrix, cells=cells)
 
 

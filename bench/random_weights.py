@@ -32,7 +32,9 @@ def architecture_dir(source: str) -> Path:
     if (local / "config.json").is_file():
         return local
     known = ", ".join(sorted(p.name for p in CONFIGS_DIR.iterdir() if p.is_dir()))
-    raise FileNotFoundError(f"no architecture config for {source!r}: use one of {known} or a folder with config.json")
+    raise FileNotFoundError(
+        f"no architecture config for {source!r}: use one of {known} or a folder with config.json"
+    )
 
 
 def random_checkpoint(source: str, data_dir: Path) -> Path:

@@ -64,9 +64,17 @@ MATRIX_CASES = [
     ("no target modules", with_("train.target_modules", []), "key 'train.target_modules'"),
     ("unknown scorer", with_("eval.scorer", "lenient"), "key 'eval.scorer'"),
     ("negative limit", with_("eval.limit", -1), "key 'eval.limit': must be positive"),
-    ("model without source", with_("models.tiny", {"weights": "pretrained"}), "key 'models.tiny': needs 'source'"),
+    (
+        "model without source",
+        with_("models.tiny", {"weights": "pretrained"}),
+        "key 'models.tiny': needs 'source'",
+    ),
     ("missing local model", with_("models.tiny", {"source": "./no/such/model"}), "has no config.json"),
-    ("bad weights mode", with_("models.tiny", {"source": "tiny", "weights": "fake"}), "key 'models.tiny.weights'"),
+    (
+        "bad weights mode",
+        with_("models.tiny", {"source": "tiny", "weights": "fake"}),
+        "key 'models.tiny.weights'",
+    ),
     ("bad source", with_("models.tiny", {"source": "not a hub id"}), "key 'models.tiny.source'"),
     ("path in model name", with_("models", {"../../etc": {"source": "tiny"}}), "model names use letters"),
     ("bad matrix name", with_("name", "../escape"), "key 'name'"),
@@ -98,7 +106,9 @@ def tiny_data(tmp_path, data_dir):
 def test_bad_matrix_is_refused_with_a_clear_message(tmp_path, capsys, raw, expected):
     path = tmp_path / "bad.yaml"
     path.write_text(raw if isinstance(raw, str) else yaml.safe_dump(raw))
-    code, output = run_cli(capsys, "run", str(path), "--results-dir", str(tmp_path / "r"), "--data-dir", str(tmp_path))
+    code, output = run_cli(
+        capsys, "run", str(path), "--results-dir", str(tmp_path / "r"), "--data-dir", str(tmp_path)
+    )
     assert code == 2
     assert str(path) in output and expected in output
     assert "Traceback" not in output

@@ -15,7 +15,9 @@ pytestmark = pytest.mark.slow
 
 
 def bench(*args, env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True, text=True, env=env, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args], capture_output=True, text=True, env=env, cwd=REPO
+    )
 
 
 @pytest.fixture(scope="module")
@@ -64,5 +66,8 @@ def test_second_run_plans_nothing_and_report_shows_every_cell(smoke_run):
     assert planned.stdout.count("done ") == 3
     markdown = (out / "reports" / "smoke.md").read_text()
     for cell_id in {r["cell_id"] for r in records}:
-        assert cell_id.split("__")[2].replace("bit-r", "-bit r") in markdown or cell_id.split("__")[2] in markdown
+        assert (
+            cell_id.split("__")[2].replace("bit-r", "-bit r") in markdown
+            or cell_id.split("__")[2] in markdown
+        )
     assert (out / "reports" / "smoke.html").is_file()

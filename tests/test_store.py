@@ -6,7 +6,9 @@ from bench.store import Store
 
 
 def make(i: int, status=Status.OK) -> RunRecord:
-    return RunRecord(f"k{i}", f"cell{i}", {"i": i}, "train", status, "t0", "t1", 0.5, metrics={"x": "y" * 2000})
+    return RunRecord(
+        f"k{i}", f"cell{i}", {"i": i}, "train", status, "t0", "t1", 0.5, metrics={"x": "y" * 2000}
+    )
 
 
 def test_append_and_read_back(tmp_path):
