@@ -1,4 +1,4 @@
-"""bench CLI: plan | run | report | tasks | data (one function each).
+"""bench CLI: plan | run | report | tasks | data | doctor (one function each).
 
 Bad input exits with status 2 and one message naming the file, key and fix: no traceback.
 """
@@ -43,18 +43,52 @@ def select(matrix: Matrix, pattern: str | None) -> Matrix:
 
 
 def cmd_plan(args) -> int:
+    from bench.planner import predict
+
     matrix = select(load(args.matrix), args.only)
     records = Store(results_dir(args)).records()
     last = latest(records)
+    data_dir = _optional_data_dir(args)
     print(f"matrix {matrix.name}: {len(matrix.cells)} cells ({matrix.path})")
-    print(f"{'status':<8} {'cell':<58} key")
+    print(f"{'status':<8} {'cell':<58} {'key':<16}  predicted GiB/GPU (train, eval)")
     for cell in matrix.cells:
-        print(f"{cell_status(cell, last):<8} {cell.id:<58} {cell.key}")
+        p = predict(cell, data_dir)
+        memory = "unknown (no local config.json)" if p is None else f"{_gb(p.train_gb)}, {_gb(p.eval_gb)}"
+        print(f"{cell_status(cell, last):<8} {cell.id:<58} {cell.key:<16}  {memory}")
     steps = plan(matrix.cells, records, _retry(args.retry), args.rerun)
     print(f"{len(steps)} steps to run")
     for step in steps:
         print(f"  {step.phase:<5} {step.cell.id}")
     return 0
+
+
+def _gb(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _optional_data_dir(args) -> Path | None:
+    try:
+        return resolve_data_dir(getattr(args, "data_dir", None))
+    except DataError:
+        return None
+
+
+def fitting(steps: list, data_dir: Path, force: bool) -> list:
+    """Drop steps the planner says cannot fit the visible GPUs (nothing ran: no record); --force runs them."""
+    from bench.doctor import gpu_memory_gb
+    from bench.planner import does_not_fit, predict
+
+    gpus = gpu_memory_gb()
+    kept = []
+    for step in steps:
+        reason = does_not_fit(predict(step.cell, data_dir), step.phase, gpus)
+        if reason and not force:
+            print(f"skipped {step.phase} {step.cell.id}: {reason}; --force runs it anyway")
+            continue
+        if reason:
+            print(f"warning: {step.phase} {step.cell.id}: {reason}")
+        kept.append(step)
+    return kept
 
 
 def cmd_run(args) -> int:
@@ -125,6 +159,18 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    from bench.doctor import report
+
+    try:
+        data_dir = resolve_data_dir(args.data_dir)
+    except DataError:
+        data_dir = None
+    for name, value in report(results_dir(args), data_dir):
+        print(f"{name:<13} {value}")
+    return 0
+
+
 def _check_data(matrix: Matrix, data_dir: Path) -> None:
     from bench.catalog import TRAINING_SETS
 
@@ -171,15 +217,27 @@ def parser() -> argparse.ArgumentParser:
                 "--rerun", action="store_true", help="rerun every cell (new records; old ones stay)"
             )
             s.add_argument("--only", metavar="REGEX", help="only the cells whose id matches, e.g. 4bit-r4")
+        if name == "plan":
+            s.add_argument(
+                "--data-dir", help="the data folder, for sequence-length estimates (env BENCH_DATA)"
+            )
         if name != "plan":
             s.add_argument("--reports-dir", default="reports", help="where reports go (default reports/)")
         if name == "run":
             s.add_argument("--data-dir", help="the FinLoRA data folder (env BENCH_DATA)")
             s.add_argument("--no-report", action="store_true")
+            s.add_argument(
+                "--force", action="store_true", help="run cells the memory planner says cannot fit"
+            )
     t = sub.add_parser("tasks", help="list the lm-eval tasks in tasks/; --check fails if any YAML is skipped")
     t.add_argument("--check", action="store_true")
     t.add_argument("--data-dir", help="the data folder the tasks read (env BENCH_DATA)")
     t.set_defaults(func=cmd_tasks)
+    doc = sub.add_parser(
+        "doctor", parents=[common], help="what this machine can run: GPUs, CUDA, 0/1 Adam, disk"
+    )
+    doc.add_argument("--data-dir")
+    doc.set_defaults(func=cmd_doctor)
     d = sub.add_parser("data", help="show what the data directory holds and which splits are local")
     d.add_argument("--data-dir")
     d.set_defaults(func=cmd_data)
@@ -193,6 +251,8 @@ def main(argv=None) -> int:
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `bench plan ... | head`
+        return 0
 
 
 if __name__ == "__main__":

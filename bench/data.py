@@ -108,7 +108,8 @@ def check_task_data(task: str, data_dir: Path) -> None:
         spec = TASKS[task]
         raise DataError(
             f"task {task!r}: no data in {data_dir / spec.folder} (looked for "
-            f"{', '.join(spec.train_files + spec.test_files)}); point --data-dir/{DATA_ENV} at the FinLoRA data"
+            f"{', '.join(spec.train_files + spec.test_files)}); "
+            f"point --data-dir/{DATA_ENV} at the FinLoRA data"
         )
 
 

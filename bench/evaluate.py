@@ -69,7 +69,7 @@ def evaluate_cell(cell, cell_dir: Path, data_dir: Path) -> dict:
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
-    faults.inject("eval")
+    faults.inject("eval", cell.id)
     tasks = list(TRAINING_SETS[cell.task].eval_tasks)
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     with Clock() as load_clock:

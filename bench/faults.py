@@ -1,7 +1,8 @@
-"""Deliberate faults for reliability tests: BENCH_FAULT=<phase>:<kind>[,<phase>:<kind>...].
+"""Deliberate faults for reliability tests: BENCH_FAULT=<phase>:<kind>[@<cell-id part>],...
 
-Kinds: oom (raises torch.OutOfMemoryError, as a GPU would), crash (raises), segfault, hang.
-Unset in normal runs; the workers call `inject(phase)` right after start-up.
+Kinds: oom (raises torch.OutOfMemoryError, as a GPU would), crash (raises), segfault, sigkill (as the
+kernel's OOM killer does), hang. `@part` limits a fault to cells whose id contains it. Unset in normal
+runs; the workers call `inject(phase, cell_id)` right after start-up.
 """
 
 from __future__ import annotations
@@ -13,16 +14,26 @@ import time
 FAULT_ENV = "BENCH_FAULT"
 
 
-def inject(phase: str) -> None:
-    wanted = {tuple(item.split(":", 1)) for item in os.environ.get(FAULT_ENV, "").split(",") if ":" in item}
-    kinds = {kind for p, kind in wanted if p == phase}
+def wanted(phase: str, cell_id: str, spec: str | None = None) -> set[str]:
+    kinds = set()
+    for item in (spec if spec is not None else os.environ.get(FAULT_ENV, "")).split(","):
+        where, _, kind = item.strip().partition(":")
+        kind, _, part = kind.partition("@")
+        if where == phase and kind and part in cell_id:
+            kinds.add(kind)
+    return kinds
+
+
+def inject(phase: str, cell_id: str) -> None:
+    kinds = wanted(phase, cell_id)
     if "oom" in kinds:
         import torch
 
         raise torch.OutOfMemoryError(f"{FAULT_ENV}: simulated out-of-memory in {phase}")
     if "crash" in kinds:
         raise RuntimeError(f"{FAULT_ENV}: simulated crash in {phase}")
-    if "segfault" in kinds:
-        os.kill(os.getpid(), signal.SIGSEGV)
+    for kind, sig in (("segfault", signal.SIGSEGV), ("sigkill", signal.SIGKILL)):
+        if kind in kinds:
+            os.kill(os.getpid(), sig)
     if "hang" in kinds:
         time.sleep(10**6)

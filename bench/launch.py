@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.orphans import die_with_parent, remember
+from bench.planner import predict
 from bench.records import RunRecord, Status, environment, now
 from bench.runner import Step
 
@@ -53,9 +55,13 @@ class Launcher:
         log_path = cell_dir / f"{step.phase}.log"
         config = step.cell.train if step.phase == "train" else step.cell.eval
         started, t0 = now(), time.monotonic()
-        returncode, timed_out = self._run(self.command(step, cell_dir), log_path, config.time_limit_s)
+        pid_file = cell_dir / f"{step.phase}.pid"
+        returncode, timed_out = self._run(
+            self.command(step, cell_dir), log_path, config.time_limit_s, pid_file
+        )
         wall = time.monotonic() - t0
         outcome = _read_outcome(outcome_path)
+        prediction = predict(step.cell, self.data_dir)  # kept beside the measurement: the planner's error
         status, error = _classify(returncode, timed_out, outcome, log_path, config.time_limit_s)
         return RunRecord(
             cell_key=step.cell.key,
@@ -67,7 +73,10 @@ class Launcher:
             finished_at=now(),
             wall_s=round(wall, 3),
             matrix=self.matrix,
-            metrics=outcome.get("metrics", {}),
+            metrics={
+                **outcome.get("metrics", {}),
+                **(prediction.to_metrics(step.phase) if prediction else {}),
+            },
             scores=outcome.get("scores", []),
             data=outcome.get("data", []),
             env=environment(),
@@ -83,7 +92,7 @@ class Launcher:
             log_tail=None if status == Status.OK else _tail(log_path),
         )
 
-    def _run(self, command: list[str], log_path: Path, limit: int | None) -> tuple[int, bool]:
+    def _run(self, command: list[str], log_path: Path, limit: int | None, pid_file: Path) -> tuple[int, bool]:
         env = {**os.environ, "BENCH_DATA": str(self.data_dir), "PYTHONUNBUFFERED": "1"}
         with open(log_path, "w") as log:
             log.write("$ " + " ".join(command) + "\n")
@@ -91,8 +100,9 @@ class Launcher:
             # A new session, so that a timeout can end the worker and every process it started.
             proc = subprocess.Popen(
                 command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                start_new_session=True, text=True, errors="replace",
+                start_new_session=True, text=True, errors="replace", preexec_fn=die_with_parent,
             )  # fmt: skip
+            remember(pid_file, proc.pid)
             pump = threading.Thread(target=self._pump, args=(proc, log), daemon=True)
             pump.start()
             try:
@@ -105,6 +115,7 @@ class Launcher:
                 if proc.poll() is None:  # the runner itself is being stopped
                     _kill_group(proc)
             pump.join(timeout=10)
+        pid_file.unlink(missing_ok=True)
         return proc.returncode, timed_out
 
     def _pump(self, proc: subprocess.Popen, log) -> None:

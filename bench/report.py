@@ -26,6 +26,7 @@ from bench.report_model import (
     config_labels,
     eval_tasks,
 )
+from bench.report_planner import planner_table
 from bench.report_tables import first_line, resources_table, results_table, scorers
 
 __all__ = [
@@ -90,6 +91,7 @@ def build_report(
     names = scorers(states)
     tables = [results_table(states, name, i == 0) for i, name in enumerate(names)]
     tables += [resources_table(states), *comparison_tables(states, published)]
+    tables += [t for t in (planner_table(states),) if t is not None]
     return Report(
         matrix=matrix,
         description=description,

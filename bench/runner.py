@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.cell import Cell
+from bench.orphans import kill_leftovers
 from bench.records import RunRecord, Status
 from bench.store import Store, is_ok, latest
 
@@ -65,6 +66,8 @@ def run(
     """Execute steps in order, appending each outcome. An eval whose training did not succeed is skipped."""
     written: list[RunRecord] = []
     with exclusive_run(store.root):
+        for leftover in kill_leftovers(store.root):  # only now: holding the lock, no other runner lives
+            progress(f"killed a worker left by an interrupted run: {leftover}")
         for index, step in enumerate(steps, start=1):
             if step.phase == "eval" and not step.cell.is_base:
                 trained = latest(store.records()).get((step.cell.key, "train"))

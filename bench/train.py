@@ -113,7 +113,7 @@ def train_cell(cell, cell_dir, data_dir) -> dict:
     rank, world = dist.get_rank(), dist.get_world_size()
     device = pick_device(world)
     cfg = cell.train
-    faults.inject("train")
+    faults.inject("train", cell.id)
     torch.manual_seed(cfg.seed)
     source = resolve_source(cell.model, data_dir)
     with Clock() as load_clock:

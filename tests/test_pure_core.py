@@ -2,7 +2,7 @@ import subprocess
 import sys
 
 PURE = ["bench.matrix", "bench.runner", "bench.store", "bench.cell", "bench.records", "bench.data",
-        "bench.catalog", "bench.report", "bench.render"]  # fmt: skip
+        "bench.catalog", "bench.report", "bench.render", "bench.planner", "bench.memory"]  # fmt: skip
 
 
 def test_pure_core_does_not_import_torch():

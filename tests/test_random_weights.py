@@ -11,7 +11,8 @@ from bench.runner import Step
 
 pytestmark = pytest.mark.slow
 ARCH = {
-    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 128, "intermediate_size": 256,
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+    "hidden_size": 128, "intermediate_size": 256,
     "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 4096,
     "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "tie_word_embeddings": False,
 }  # fmt: skip

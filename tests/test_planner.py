@@ -1,0 +1,75 @@
+from pathlib import Path
+
+from bench.__main__ import fitting
+from bench.matrix import load, parse
+from bench.planner import architecture, does_not_fit, predict
+from bench.runner import Step
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def paper_cell(model: str, task: str, bits):
+    cells = load(REPO / "matrices" / "paper.yaml").cells
+    return next(c for c in cells if c.model.name == model and c.task == task and c.bits == bits)
+
+
+def test_hub_ids_of_the_paper_use_the_shipped_configs():
+    config = architecture(paper_cell("llama-3.1-70b", "ner", 4).model)
+    assert config["hidden_size"] == 8192 and config["num_hidden_layers"] == 80
+
+
+def test_8b_cells_fit_the_papers_48_gb_gpus_and_70b_int8_training_does_not(data_dir):
+    for bits in (4, 8):
+        trained = predict(paper_cell("llama-3.1-8b", "ner", bits), data_dir)
+        assert trained.train_gb < 45 and trained.eval_gb < 45
+    for model in ("llama-3.1-8b", "llama-3.1-70b"):
+        base = predict(paper_cell(model, "ner", None), data_dir)
+        assert base.train_gb is None and 0 < base.eval_gb < 45  # 8-bit inference split over 4 GPUs
+    # DDP keeps a whole 8-bit 70B (~70 GB of weights) on every GPU: it needs 80 GB cards.
+    assert predict(paper_cell("llama-3.1-70b", "ner", 8), data_dir).train_gb > 48
+
+
+def test_sequence_length_comes_from_the_longest_training_rows(data_dir):
+    fpb = predict(paper_cell("llama-3.1-8b", "headline", 4), data_dir)
+    ner = predict(paper_cell("llama-3.1-8b", "ner", 4), data_dir)
+    assert fpb.seq_len < ner.seq_len <= 512
+    assert predict(paper_cell("llama-3.1-8b", "ner", 4), None).seq_len == 512  # no data: the cap
+    assert "seq_len~" in ner.basis
+
+
+def test_unknown_architecture_has_no_prediction(tmp_path):
+    m = parse(
+        {"models": {"x": {"source": "someorg/some-model"}},
+         "axes": {"model": ["x"], "bits": [4], "rank": [4], "task": ["fpb"]}},
+        tmp_path / "m.yaml",
+    )  # fmt: skip
+    assert predict(m.cells[0]) is None
+
+
+def test_cells_that_cannot_fit_the_visible_gpus_are_skipped_unless_forced(monkeypatch, data_dir, capsys):
+    cell = paper_cell("llama-3.1-70b", "ner", 8)
+    need = predict(cell, data_dir).train_gb
+    assert does_not_fit(predict(cell, data_dir), "train", []) is None  # no GPU: nothing to check
+    assert "predicted" in does_not_fit(predict(cell, data_dir), "train", [need - 1])
+    monkeypatch.setattr("bench.doctor.gpu_memory_gb", lambda: [need - 1] * 4)
+    steps = [Step(cell, "train"), Step(cell, "eval")]
+    assert fitting(steps, data_dir, force=False) == [steps[1]]
+    assert "skipped train" in capsys.readouterr().out
+    assert fitting(steps, data_dir, force=True) == steps
+
+
+def test_report_shows_the_planners_error_against_the_measurement():
+    from bench.records import RunRecord, Status
+    from bench.report import build_report
+
+    cells = load(REPO / "matrices" / "table1.yaml").cells
+    cell = cells[0]
+    metrics = {"predicted_gpu_gb": 18.0, "predicted_basis": "bench.memory, seq_len~300",
+               "gpu_mem_allocated_gb": [15.0], "gpu_mem_sum_gb": 15.0, "device": "H100"}  # fmt: skip
+    record = RunRecord(
+        cell.key, cell.id, cell.to_dict(), "train", Status.OK, "t0", "t1", 9.0, metrics=metrics
+    )
+    report = build_report("table1", "", list(cells), [record], {})
+    table = next(t for t in report.tables if t.key == "planner")
+    (row,) = table.rows
+    assert [e.text for e in row[2:6]] == ["train", "18.00", "15.00", "+20"]
