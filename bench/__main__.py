@@ -1,4 +1,4 @@
-"""bench CLI: plan | run | report | tasks | data | doctor (one function each).
+"""bench CLI: plan | run | report | check | tasks | data (one function each).
 
 Bad input exits with status 2 and one message naming the file, key and fix: no traceback.
 """
@@ -171,6 +171,24 @@ def cmd_doctor(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    """The regression gate: exit 1 with a diff table when a metric regressed or a cell/record is missing."""
+    from bench.check import CheckError, gate
+
+    if args.run:  # run the matrix exactly as `bench run` does (resumes; no report)
+        run_argv = ["run", args.matrix, "--no-report", "--results-dir", str(results_dir(args))]
+        cmd_run(parser().parse_args(run_argv + (["--data-dir", args.data_dir] if args.data_dir else [])))
+    matrix = load(args.matrix)
+    try:
+        status, text = gate(
+            matrix.cells, matrix.name, Store(results_dir(args)).records(), Path(args.baseline), args.update
+        )
+    except CheckError as exc:
+        raise MatrixError(str(exc)) from exc  # a bad baseline file is bad input: exit 2
+    print(text)
+    return status
+
+
 def _check_data(matrix: Matrix, data_dir: Path) -> None:
     from bench.catalog import TRAINING_SETS
 
@@ -238,6 +256,15 @@ def parser() -> argparse.ArgumentParser:
     )
     doc.add_argument("--data-dir")
     doc.set_defaults(func=cmd_doctor)
+    c = sub.add_parser(
+        "check", parents=[common], help="compare a matrix's records with a baseline; non-zero on regression"
+    )
+    c.add_argument("matrix", help="a matrix YAML, e.g. matrices/ci.yaml")
+    c.add_argument("--baseline", required=True, help="baseline JSON/YAML, e.g. baselines/ci.json")
+    c.add_argument("--run", action="store_true", help="first run what the matrix still needs, as `bench run`")
+    c.add_argument("--update", action="store_true", help="rewrite the baseline from the current records")
+    c.add_argument("--data-dir", help="the FinLoRA data folder, for --run (env BENCH_DATA)")
+    c.set_defaults(func=cmd_check)
     d = sub.add_parser("data", help="show what the data directory holds and which splits are local")
     d.add_argument("--data-dir")
     d.set_defaults(func=cmd_data)

