@@ -7,6 +7,7 @@ Scores come from bench.scoring on lm-eval's logged outputs, both scorers, with b
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections import Counter
 from pathlib import Path
@@ -66,24 +67,26 @@ def load_for_eval(cell, data_dir: Path, adapter_dir: Path):
 
 
 def evaluate_cell(cell, cell_dir: Path, data_dir: Path) -> dict:
-    from lm_eval import simple_evaluate
+    from lm_eval.evaluator import evaluate
     from lm_eval.models.huggingface import HFLM
 
     faults.inject("eval", cell.id)
     tasks = list(TRAINING_SETS[cell.task].eval_tasks)
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
-    with Clock() as load_clock:
-        model, tokenizer = load_for_eval(cell, data_dir, cell_dir / "adapter")
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cell.eval.batch_size)
     gen_kwargs = {"max_gen_toks": cell.eval.max_new_tokens} if cell.eval.max_new_tokens else None
+    with Clock() as load_clock:  # the model and the task data: loading, not evaluating
+        model, tokenizer = load_for_eval(cell, data_dir, cell_dir / "adapter")
+        loaded = load_tasks(tasks, data_dir, gen_kwargs)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cell.eval.batch_size)
+    once_per_message(logging.getLogger("bitsandbytes.autograd._functions"))
     indices = list(range(torch.cuda.device_count()))
     reset_torch_peaks(device)
     sampler = NvmlSampler(indices)
     progress(f"evaluating {', '.join(tasks)} (limit {cell.eval.limit})")
     with sampler, Clock() as eval_clock:
-        results = simple_evaluate(
-            model=lm, tasks=tasks, task_manager=task_manager(data_dir), limit=cell.eval.limit,
-            log_samples=True, gen_kwargs=gen_kwargs, bootstrap_iters=0, random_seed=0,
+        results = evaluate(
+            lm=lm, task_dict=loaded, limit=cell.eval.limit, log_samples=True, bootstrap_iters=0,
+            fewshot_as_multiturn=True,
         )  # fmt: skip
     scores, examples = [], 0
     for task in tasks:
@@ -113,6 +116,45 @@ def evaluate_cell(cell, cell_dir: Path, data_dir: Path) -> dict:
     notes = [RANDOM_NOTE] if cell.model.weights == "random" else []
     return {"status": "ok", "metrics": metrics, "scores": scores, "data": data, "artifacts": artifacts,
             "notes": notes}  # fmt: skip
+
+
+def once_per_message(logger: logging.Logger) -> None:
+    """bitsandbytes logs "MatMul8bitLt: inputs will be cast ... to float16" on every 8-bit matmul whose
+    input is not fp16 (fp32 on CPU, bf16 on GPUs): 7 lines per layer per generated token, written
+    through the worker's log pipe (profile: 240 writes, ~10% of a tiny-model eval). Once is enough."""
+    seen: set[str] = set()
+
+    def first_time(record: logging.LogRecord) -> bool:
+        fresh = record.msg not in seen
+        seen.add(record.msg)
+        return fresh
+
+    logger.addFilter(first_time)
+
+
+def load_tasks(tasks: list[str], data_dir: Path, gen_kwargs: dict | None) -> dict:
+    """The tasks set up as lm_eval.simple_evaluate sets them up before it calls evaluate().
+
+    simple_evaluate then also collects an environment report (pip list, git, collect_env: about 1 s of
+    subprocesses per run, half of a small eval's time in the profile) that bench never reads; bench
+    records its own environment. Calling evaluate() directly keeps the generations and scores.
+    """
+    import random
+
+    import numpy as np
+    from lm_eval.defaults import DEFAULT_OTHER_SEED
+
+    random.seed(0)  # simple_evaluate's seeds, as bench called it (random_seed=0, others default)
+    np.random.seed(DEFAULT_OTHER_SEED)
+    torch.manual_seed(DEFAULT_OTHER_SEED)
+    loaded = task_manager(data_dir).load(tasks)
+    for task in loaded["tasks"].values():
+        if gen_kwargs and task.get_config("output_type") == "generate_until":
+            task.set_config(key="generation_kwargs", value=gen_kwargs, update=True)
+        if task.get_config("num_fewshot") is None:
+            task.set_config(key="num_fewshot", value=0)
+        task.set_fewshot_seed(seed=DEFAULT_OTHER_SEED)
+    return loaded
 
 
 def task_scores(task, outputs, targets, cell, results, data_dir) -> list[dict]:

@@ -21,8 +21,8 @@ results="$out/results"
   python3 -c "import torch, transformers, peft, bitsandbytes, deepspeed, lm_eval, cupy; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'bnb', bitsandbytes.__version__, 'deepspeed', deepspeed.__version__, 'lm_eval', lm_eval.__version__, 'cupy', cupy.__version__)"
 } 2>&1 | tee "$out/env.txt"
 run() { timeout "$1" python3 -m bench run "${@:2}" --results-dir "$results" --reports-dir "$out/reports"; }
-run 240 matrices/smoke.yaml
-run "${TABLE1_BUDGET_S:-330}" matrices/table1.yaml --only '__(4bit|8bit|16bit)-r8__'
+[ "${SMOKE:-1}" = 1 ] && run 240 matrices/smoke.yaml
+run "${TABLE1_BUDGET_S:-330}" matrices/table1.yaml --only "${TABLE1_ONLY:-__(4bit|8bit|16bit)-r8__}"
 # Whatever finished is in the store: render both reports from it even after a timeout.
 python3 -m bench report matrices/smoke.yaml --results-dir "$results" --reports-dir "$out/reports"
 python3 -m bench report matrices/table1.yaml --results-dir "$results" --reports-dir "$out/reports"
