@@ -10,11 +10,9 @@ file lock with an atomic rename (as bench.tiny does), so parallel ranks never ra
 
 from __future__ import annotations
 
-import fcntl
 import fnmatch
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -22,6 +20,8 @@ import tempfile
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from bench.model_cache import build_once, cache_dir
 
 
 @dataclass(frozen=True)
@@ -56,27 +56,12 @@ def is_packaged(source: str) -> bool:
 
 
 def target_dir(name: str) -> Path:
-    from bench.tiny import cache_dir
-
     return cache_dir() / "models" / f"{name}-{PACKAGED[name].version}"
 
 
 def packaged_model_dir(name: str) -> Path:
     """The cached checkpoint for a packaged name, built on first use (about a minute on 2 cores)."""
-    target = target_dir(name)
-    if (target / "config.json").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel ranks: one builds, the others wait
-        if not (target / "config.json").exists():
-            tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
-            try:
-                materialize(name, tmp)
-                os.rename(tmp, target)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return build_once(f"{name}-{PACKAGED[name].version}", lambda out: materialize(name, out))
 
 
 def materialize(name: str, out_dir: Path) -> Path:

@@ -10,13 +10,11 @@ lengths differ somewhat from Llama 3's tokenizer, which the records note.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from bench.model_cache import build_once
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 TOKENIZER_VOCAB = 32000
@@ -38,25 +36,9 @@ def architecture_dir(source: str) -> Path:
 
 
 def random_checkpoint(source: str, data_dir: Path) -> Path:
-    from bench.tiny import cache_dir
-
     arch = architecture_dir(source)
-    config_text = (arch / "config.json").read_text()
-    digest = hashlib.sha256(config_text.encode()).hexdigest()[:12]
-    target = cache_dir() / "models" / f"random-{arch.name}-{digest}"
-    if (target / "config.json").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel ranks: one builds, the others wait
-        if not (target / "config.json").exists():
-            tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
-            try:
-                build(arch, tmp, data_dir)
-                os.rename(tmp, target)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    digest = hashlib.sha256((arch / "config.json").read_bytes()).hexdigest()[:12]
+    return build_once(f"random-{arch.name}-{digest}", lambda out: build(arch, out, data_dir))
 
 
 def build(arch: Path, out_dir: Path, data_dir: Path) -> None:

@@ -6,18 +6,14 @@ ranks never race: the first builds into a temporary folder and renames it into p
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from bench.catalog import TASKS
 from bench.data import load_rows, task_files
+from bench.model_cache import build_once
 
-CACHE_ENV = "BENCH_CACHE"
 TINY_CONFIG = {
     "hidden_size": 64,
     "intermediate_size": 128,
@@ -30,10 +26,6 @@ TINY_CONFIG = {
 VOCAB_SIZE = 2048
 ROWS_PER_FILE = 2000
 SPECIAL_TOKENS = ("<|endoftext|>", "<pad>")
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "bench").expanduser()
 
 
 def corpus(data_dir: Path) -> list[str]:
@@ -50,20 +42,7 @@ def corpus(data_dir: Path) -> list[str]:
 def tiny_model_dir(data_dir: Path) -> Path:
     texts = corpus(data_dir)
     digest = hashlib.sha256(json.dumps([TINY_CONFIG, VOCAB_SIZE, texts]).encode()).hexdigest()[:12]
-    target = cache_dir() / "models" / f"tiny-{digest}"
-    if (target / "config.json").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (target / "config.json").exists():
-            tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
-            try:
-                build_tiny(tmp, texts)
-                os.rename(tmp, target)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return build_once(f"tiny-{digest}", lambda out: build_tiny(out, texts))
 
 
 def train_tokenizer(texts: list[str], vocab_size: int = VOCAB_SIZE):
