@@ -67,6 +67,10 @@ class Cell:
     eval_bits: int
     train: TrainConfig | None
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # Set by axes beyond the six above (e.g. batch): "b8". It names the cell; its settings already
+    # differ in train, so the key differs too. Left out of to_dict when empty, which keeps the keys
+    # (and so the records) of every cell made before such axes existed.
+    variant: str = ""
 
     @property
     def is_base(self) -> bool:
@@ -78,7 +82,8 @@ class Cell:
 
     @property
     def id(self) -> str:
-        return f"{self.model.name}__{self.task}__{self.config_label}__{self.gpus}gpu__eval{self.eval_bits}bit"
+        text = f"{self.model.name}__{self.task}__{self.config_label}__{self.gpus}gpu__eval{self.eval_bits}bit"
+        return f"{text}__{self.variant}" if self.variant else text
 
     @property
     def key(self) -> str:
@@ -92,7 +97,10 @@ class Cell:
         return ("eval",) if self.is_base else ("train", "eval")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if not data["variant"]:
+            del data["variant"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> Cell:
@@ -106,6 +114,7 @@ class Cell:
             eval_bits=data["eval_bits"],
             train=None if train is None else _build(TrainConfig, train),
             eval=_build(EvalConfig, data["eval"]),
+            variant=data.get("variant", ""),
         )
 
 

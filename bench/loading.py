@@ -15,9 +15,9 @@ QUANTIZED_CLASSES = ("Linear4bit", "Linear8bitLt")
 def resolve_source(spec: ModelSpec, data_dir: Path) -> str:
     """A local directory (built, packaged or given), or a hub id for transformers to fetch (no hub here)."""
     if spec.weights == "random":
-        from bench.random_weights import random_checkpoint
+        from bench.random_weights import random_model_dir
 
-        return str(random_checkpoint(spec.source, data_dir))
+        return str(random_model_dir(spec.source, data_dir))
     if spec.source == "tiny":
         from bench.tiny import tiny_model_dir
 
@@ -64,14 +64,26 @@ def load_tokenizer(source: str, spec: ModelSpec):
 
 
 def load_model(source: str, spec: ModelSpec, bits: int, dtype: torch.dtype, device_map):
-    from transformers import AutoModelForCausalLM
+    """from_pretrained with bitsandbytes at `bits`; random-weight folders feed it lazy random tensors."""
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
+    from bench.random_weights import is_random_dir, random_state_dict
+
+    quantization = quantization_config(bits, dtype)
+    if spec.weights == "random" and is_random_dir(source):
+        model_class, state_dict = random_state_dict(AutoConfig.from_pretrained(source))
+        model = model_class.from_pretrained(
+            None, config=AutoConfig.from_pretrained(source), state_dict=state_dict, dtype=dtype,
+            quantization_config=quantization, device_map=device_map,
+        )  # fmt: skip
+        model.generation_config = GenerationConfig.from_pretrained(source)
+        return model
     return AutoModelForCausalLM.from_pretrained(
         source,
         revision=spec.revision,
         trust_remote_code=spec.trust_remote_code,
         dtype=dtype,
-        quantization_config=quantization_config(bits, dtype),
+        quantization_config=quantization,
         device_map=device_map,
     )
 

@@ -3,7 +3,8 @@
 Format (see matrices/*.yaml):
   name, description
   models:    {short-name: {source, weights, revision, trust_remote_code}}
-  axes:      model, bits, rank, task, gpus, eval_bits: lists of values. A list of mappings under
+  axes:      model, bits, rank, task, gpus, eval_bits, batch (per GPU; sets train.batch_per_gpu over
+             any default or override and names the cell "...__b8"): lists of values. A list of mappings under
              any other name is a linked axis: its values move together, e.g.
              quant: [{bits: 4, rank: 4}, {bits: 8, rank: 8}]
   base:      true adds base-model rows (no adapter, evaluation only)
@@ -34,7 +35,8 @@ from bench.cell import (
     TrainConfig,
 )
 
-AXES = ("model", "bits", "rank", "task", "gpus", "eval_bits")
+AXES = ("model", "bits", "rank", "task", "gpus", "eval_bits", "batch")
+OPTIONAL_AXES = ("batch",)  # absent: the train settings decide, and cell ids carry no variant
 TOP_KEYS = ("name", "description", "models", "axes", "base", "exclude", "train", "eval", "overrides")
 MODEL_KEYS = tuple(f.name for f in fields(ModelSpec) if f.name != "name")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -192,7 +194,7 @@ def _combinations(ctx: _Context, raw) -> list[dict]:
         groups.append(options)
     defaults = {"gpus": [{"gpus": 1}], "eval_bits": [{"eval_bits": 8}]}
     for axis in AXES:
-        if axis not in seen:
+        if axis not in seen and axis not in OPTIONAL_AXES:
             if axis not in defaults:
                 ctx.fail("axes", f"missing axis '{axis}'")
             groups.append(defaults[axis])
@@ -211,7 +213,9 @@ def _check_values(ctx: _Context, combo: dict, models: dict) -> None:
     for axis, allowed in (("bits", BITS), ("eval_bits", BITS)):
         if combo[axis] not in allowed or isinstance(combo[axis], bool):
             ctx.fail(f"axes.{axis}", f"{combo[axis]!r} is not one of {', '.join(map(str, allowed))}")
-    for axis in ("rank", "gpus"):
+    for axis in ("rank", "gpus", "batch"):
+        if axis not in combo:
+            continue
         if not isinstance(combo[axis], int) or isinstance(combo[axis], bool) or combo[axis] <= 0:
             ctx.fail(f"axes.{axis}", f"{combo[axis]!r} must be a positive whole number")
 
@@ -287,6 +291,9 @@ def _cell(ctx, values, models, train_defaults, eval_defaults, overrides) -> Cell
             train.update(train_over)
             evals.update(eval_over)
     base = values["bits"] is None
+    variant = ""
+    if "batch" in values and not base:  # a base row has no training: one row whatever the batch
+        train["batch_per_gpu"], variant = values["batch"], f"b{values['batch']}"
     train_config = None if base else _validated_train(ctx, TrainConfig(**train), values)
     eval_config = _validated_eval(ctx, EvalConfig(**evals))
     return Cell(
@@ -298,6 +305,7 @@ def _cell(ctx, values, models, train_defaults, eval_defaults, overrides) -> Cell
         eval_bits=values["eval_bits"],
         train=train_config,
         eval=eval_config,
+        variant=variant,
     )
 
 

@@ -196,7 +196,7 @@ def cell_states(cells: list[Cell], records: list[RunRecord]) -> list[CellState]:
 
 
 def config_key(cell: Cell) -> tuple:
-    return (cell.model.name, cell.model.weights, cell.config_label, cell.gpus, cell.eval_bits)
+    return (cell.model.name, cell.model.weights, cell.config_label, cell.gpus, cell.eval_bits, cell.variant)
 
 
 def config_labels(cells: list[Cell]) -> dict[tuple, str]:
@@ -211,7 +211,9 @@ def config_labels(cells: list[Cell]) -> dict[tuple, str]:
         variants.setdefault(config_key(c)[:3], set()).add((c.gpus, c.eval_bits))
 
     def order(c: Cell):
-        return (model_order[c.model.name], not c.is_base, -(c.bits or 0), c.rank or 0, c.gpus, c.eval_bits)
+        batch = c.train.batch_per_gpu if c.variant and c.train else 0
+        return (model_order[c.model.name], not c.is_base, -(c.bits or 0), c.rank or 0, c.gpus, c.eval_bits,
+                batch)  # fmt: skip
 
     out = {}
     for c in sorted(cells, key=order):
@@ -219,6 +221,7 @@ def config_labels(cells: list[Cell]) -> dict[tuple, str]:
         label = f"{c.model.name} {c.config_label}"
         label += f" · {c.gpus} GPU" if len({g for g, _ in seen}) > 1 else ""
         label += f" · eval {c.eval_bits}-bit" if len({e for _, e in seen}) > 1 else ""
+        label += f" · batch {c.train.batch_per_gpu}" if c.variant and c.train else ""
         label += " (random weights)" if c.model.weights == "random" else ""
         out.setdefault(config_key(c), label)
     return out

@@ -91,3 +91,43 @@ def test_error_names_file_key_and_suggests_the_fix():
     with pytest.raises(MatrixError) as err:
         expand(axes={**BASE["axes"], "rnak": [4]})
     assert str(err.value) == "m.yaml: key 'axes.rnak': unknown key; did you mean 'rank'?"
+
+
+def test_batch_axis_sets_the_batch_names_the_cells_and_keeps_old_keys():
+    plain = expand(train={"batch_per_gpu": 4}).cells
+    m = expand(
+        axes={**BASE["axes"], "batch": [4, 8]},
+        base=True,
+        train={"batch_per_gpu": 2},
+        overrides=[{"when": {"batch": 8}, "train": {"grad_accum": 2}}],
+    )
+    trained = [c for c in m.cells if not c.is_base]
+    assert sorted((c.bits, c.train.batch_per_gpu, c.train.grad_accum) for c in trained) == [
+        (4, 4, 1), (4, 8, 2), (8, 4, 1), (8, 8, 2),
+    ]  # fmt: skip
+    assert {c.id.rsplit("__", 1)[1] for c in trained} == {"b4", "b8"}
+    assert len({c.id for c in m.cells}) == len(m.cells)
+    # One base row, whatever the batch.
+    assert [c.id for c in m.cells if c.is_base] == ["tiny__fpb__base__1gpu__eval8bit"]
+    # A matrix without the axis makes the cells (ids and keys) it made before the axis existed.
+    assert "variant" not in plain[0].to_dict()
+    b4 = next(c for c in trained if c.bits == 4 and c.train.batch_per_gpu == 4)
+    assert b4.variant == "b4" and b4.key != plain[0].key
+    assert type(b4).from_dict(b4.to_dict()) == b4
+
+
+@pytest.mark.parametrize("value", [0, -4, "8", 2.5, True])
+def test_batch_axis_refuses_values_that_are_not_positive_whole_numbers(value):
+    with pytest.raises(MatrixError, match=r"m.yaml: key 'axes.batch': .* must be a positive whole number"):
+        expand(axes={**BASE["axes"], "batch": [value]})
+
+
+def test_table1_matrix_has_both_batches_and_the_70b_row():
+    cells = load(REPO / "matrices" / "table1.yaml").cells
+    small = [c for c in cells if c.model.source == "llama-3.1-8b-instruct"]
+    assert sorted({(c.bits, c.rank, c.train.batch_per_gpu) for c in small}) == sorted(
+        (b, r, n) for b in (4, 8, 16) for r in (4, 8) for n in (4, 8)
+    )
+    (big,) = [c for c in cells if c.model.source == "llama-3.1-70b-instruct"]
+    assert (big.bits, big.rank, big.train.batch_per_gpu, big.gpus, big.eval_bits) == (4, 4, 4, 1, 4)
+    assert all(c.model.weights == "random" for c in cells)

@@ -73,3 +73,9 @@ def test_report_shows_the_planners_error_against_the_measurement():
     table = next(t for t in report.tables if t.key == "planner")
     (row,) = table.rows
     assert [e.text for e in row[2:6]] == ["train", "18.00", "15.00", "+20"]
+
+
+def test_table1s_70b_4bit_row_fits_one_80_gb_gpu_for_training_and_evaluation(data_dir):
+    (big,) = [c for c in load(REPO / "matrices" / "table1.yaml").cells if "70b" in c.model.name]
+    predicted = predict(big, data_dir)
+    assert 35 < predicted.train_gb < 75 and 35 < predicted.eval_gb < 75  # 4-bit 70B: ~37 GB of weights

@@ -39,6 +39,37 @@ def test_random_weight_cell_trains_with_the_real_vocabulary_and_is_marked(tmp_pa
     built = next((bench_cache / "models").glob("random-arch-*"))
     assert json.loads((built / "config.json").read_text())["vocab_size"] == 4096
     assert record.metrics["total_params"] > 4096 * 128 * 2
+    # No weights on disk: they are drawn while from_pretrained loads them.
+    assert not [p.name for p in built.iterdir() if p.suffix in (".safetensors", ".bin", ".pt")]
+
+
+@pytest.mark.parametrize("bits", [4, 8, 16])
+def test_random_weights_load_through_from_pretrained_and_bitsandbytes(tmp_path, data_dir, bench_cache, bits):
+    import torch
+
+    from bench.cell import ModelSpec
+    from bench.loading import load_model, quantized_linear_counts, resolve_source
+
+    arch = tmp_path / "arch"
+    arch.mkdir()
+    (arch / "config.json").write_text(json.dumps(ARCH))
+    spec = ModelSpec(name="rnd", source=str(arch), weights="random")
+    source = resolve_source(spec, data_dir)
+    first, again = (load_model(source, spec, bits, torch.float32, {"": "cpu"}) for _ in range(2))
+    expected = {4: {"Linear4bit": 14}, 8: {"Linear8bitLt": 14}, 16: {}}[bits]
+    assert quantized_linear_counts(first) == expected
+    assert first.lm_head.weight.shape == (4096, 128)  # the architecture's vocabulary, in 16/32-bit
+    norm = first.model.layers[0].input_layernorm.weight
+    assert torch.equal(norm, torch.ones_like(norm))
+    embed = first.model.embed_tokens.weight
+    assert 0.015 < embed.std().item() < 0.025  # config.initializer_range
+    assert not torch.equal(embed, first.lm_head.weight)  # independent draws
+    # Seeded per tensor: two loads give the same model, so cells compare like for like.
+    pairs = zip(first.state_dict().values(), again.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    assert torch.isfinite(first(ids).logits).all()
+    assert first.generation_config.pad_token_id is not None
 
 
 def test_shipped_architectures_validate_and_unknown_ones_are_refused(tmp_path):
