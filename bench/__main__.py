@@ -105,7 +105,7 @@ def cmd_run(args) -> int:
         f"matrix {matrix.name}: {len(matrix.cells)} cells, {len(steps)} steps to run; results in {store.root}"
     )
     launcher = Launcher(store.root.resolve(), data_dir, matrix.name)
-    written = run(steps, store, launcher)
+    written = run(steps, store, launcher, execute_group=launcher.group)
     failed = [r for r in written if r.status != Status.OK]
     print(f"done: {len(written)} records written, {len(failed)} not ok")
     if not args.no_report:

@@ -30,19 +30,37 @@ from bench.measure import (
 )
 from bench.random_weights import NOTE as RANDOM_NOTE
 from bench.scoring import SCORERS, bootstrap_ci, score
-from bench.worker import failure, parse_args, progress, read_cell, write_outcome
+from bench.worker import STARTED, failure, parse_args, progress, read_cell, write_outcome
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv, "bench evaluation worker")
-    cell = read_cell(args.cell_dir)
+    """One or more cells on one base (same model, eval_bits, GPUs): the base loads once, then each
+    cell's adapter goes on and off it. Every cell gets its own outcome file as soon as it is done."""
+    args = parse_args(argv, "bench evaluation worker", many=True)
+    cells = [(read_cell(d), d) for d in args.cell_dir]
+    once_per_message(logging.getLogger("bitsandbytes.autograd._functions"))
     try:
-        outcome = evaluate_cell(cell, args.cell_dir, args.data_dir)
-    except Exception as exc:  # a failure is a result: record it, let the matrix go on
-        write_outcome(args.cell_dir / "eval-outcome.json", failure(exc))
+        with Clock() as load_clock:
+            base, tokenizer = load_base(cells[0][0], args.data_dir)
+    except Exception as exc:  # the shared load failed: that is every cell's result
+        for _, cell_dir in cells:
+            write_outcome(cell_dir / "eval-outcome.json", failure(exc))
         return 1
-    write_outcome(args.cell_dir / "eval-outcome.json", outcome)
-    return 0
+    model, failed = base, 0
+    for number, (cell, cell_dir) in enumerate(cells):
+        (cell_dir / STARTED).touch()  # the launcher's way to tell which cell a dead worker was on
+        try:
+            model, load_s = with_adapter(model, cell, cell_dir / "adapter")
+            reused = {"base_load_s": round(load_clock.seconds, 3), "base_shared_by": len(cells),
+                      "base_reused": number > 0}  # fmt: skip
+            outcome = evaluate_cell(cell, cell_dir, args.data_dir, model, tokenizer,
+                                    load_s + (0.0 if number else load_clock.seconds), reused)  # fmt: skip
+        except Exception as exc:  # a failure is a result: record it, go on with the next cell
+            outcome, failed = failure(exc), failed + 1
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        write_outcome(cell_dir / "eval-outcome.json", outcome)
+    return 1 if failed else 0
 
 
 def layer_split_device_map():
@@ -53,36 +71,52 @@ def layer_split_device_map():
     return {"": 0} if gpus == 1 else "balanced"
 
 
-def load_for_eval(cell, data_dir: Path, adapter_dir: Path):
-    from peft import PeftModel
-
+def load_base(cell, data_dir: Path):
     source = resolve_source(cell.model, data_dir)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = load_tokenizer(source, cell.model)
     model = load_model(source, cell.model, cell.eval_bits, compute_dtype(device), layer_split_device_map())
-    if not cell.is_base:
-        model = PeftModel.from_pretrained(model, adapter_dir)
     model.eval()
     return model, tokenizer
 
 
-def evaluate_cell(cell, cell_dir: Path, data_dir: Path) -> dict:
+def with_adapter(model, cell, adapter_dir: Path):
+    """The model to evaluate `cell` with: the base alone, or with the cell's adapter as the only
+    active one (peft adds it beside the previous cell's, switches, then drops the previous one)."""
+    from peft import PeftModel
+
+    faults.inject("eval", cell.id)
+    with Clock() as clock:
+        if cell.is_base:
+            if isinstance(model, PeftModel):  # a base row after an adapter: unwrap, adapters removed
+                model = model.unload()
+        elif not isinstance(model, PeftModel):
+            model = PeftModel.from_pretrained(model, adapter_dir, adapter_name=cell.key)
+        else:
+            previous = model.active_adapter
+            model.load_adapter(adapter_dir, adapter_name=cell.key)
+            model.set_adapter(cell.key)
+            model.delete_adapter(previous)
+        model.eval()
+    return model, clock.seconds
+
+
+def evaluate_cell(
+    cell, cell_dir: Path, data_dir: Path, model, tokenizer, load_s: float, reused: dict
+) -> dict:
     from lm_eval.evaluator import evaluate
     from lm_eval.models.huggingface import HFLM
 
-    faults.inject("eval", cell.id)
     tasks = list(TRAINING_SETS[cell.task].eval_tasks)
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     gen_kwargs = {"max_gen_toks": cell.eval.max_new_tokens} if cell.eval.max_new_tokens else None
-    with Clock() as load_clock:  # the model and the task data: loading, not evaluating
-        model, tokenizer = load_for_eval(cell, data_dir, cell_dir / "adapter")
+    with Clock() as tasks_clock:  # the task data: loading, not evaluating
         loaded = load_tasks(tasks, data_dir, gen_kwargs)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cell.eval.batch_size)
-    once_per_message(logging.getLogger("bitsandbytes.autograd._functions"))
     indices = list(range(torch.cuda.device_count()))
     reset_torch_peaks(device)
     sampler = NvmlSampler(indices)
-    progress(f"evaluating {', '.join(tasks)} (limit {cell.eval.limit})")
+    progress(f"evaluating {cell.config_label}: {', '.join(tasks)} (limit {cell.eval.limit})")
     with sampler, Clock() as eval_clock:
         results = evaluate(
             lm=lm, task_dict=loaded, limit=cell.eval.limit, log_samples=True, bootstrap_iters=0,
@@ -98,7 +132,8 @@ def evaluate_cell(cell, cell_dir: Path, data_dir: Path) -> dict:
         examples += len(samples)
     peaks = [torch_peaks_gb(torch.device("cuda", i)) for i in indices] or [(None, None)]
     metrics = {
-        "load_s": round(load_clock.seconds, 3),
+        "load_s": round(load_s + tasks_clock.seconds, 3),
+        **reused,
         "eval_s": round(eval_clock.seconds, 3),
         "examples": examples,
         "s_per_example": round(eval_clock.seconds / max(examples, 1), 4),

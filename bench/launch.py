@@ -1,5 +1,6 @@
 """One subprocess per (cell, phase): torchrun with one process per GPU for training, a single
-process for layer-split evaluation. Turns whatever happened into a RunRecord.
+process for layer-split evaluation, or one evaluation process for a group of cells on the same base
+(loaded once). Turns whatever happened into one RunRecord per cell.
 
 Workers write `<phase>-outcome.json` (status, metrics, scores, ...). A worker that dies without
 one, overruns its time limit, or runs out of memory still becomes a record, with its log's tail.
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from bench.orphans import die_with_parent, remember
 from bench.planner import predict
 from bench.records import RunRecord, Status, environment, now
 from bench.runner import Step
+from bench.worker import STARTED
 
 PROGRESS_PREFIX = "progress: "
 LOG_TAIL_LINES = 40
@@ -37,8 +40,8 @@ class Launcher:
     def cell_dir(self, step: Step) -> Path:
         return self.results_dir / "cells" / step.cell.dirname
 
-    def command(self, step: Step, cell_dir: Path) -> list[str]:
-        worker = ["--cell-dir", str(cell_dir), "--data-dir", str(self.data_dir)]
+    def command(self, step: Step, *cell_dirs: Path) -> list[str]:
+        worker = [*(a for d in cell_dirs for a in ("--cell-dir", str(d))), "--data-dir", str(self.data_dir)]
         if step.phase == "train":
             return [
                 sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -47,22 +50,66 @@ class Launcher:
         return [sys.executable, "-m", "bench.evaluate", *worker]
 
     def __call__(self, step: Step) -> RunRecord:
-        cell_dir = self.cell_dir(step)
-        cell_dir.mkdir(parents=True, exist_ok=True)
-        (cell_dir / "cell.json").write_text(json.dumps(step.cell.to_dict(), indent=1, sort_keys=True))
-        outcome_path = cell_dir / f"{step.phase}-outcome.json"
-        outcome_path.unlink(missing_ok=True)
+        cell_dir = self._prepare(step)
         log_path = cell_dir / f"{step.phase}.log"
         config = step.cell.train if step.phase == "train" else step.cell.eval
         started, t0 = now(), time.monotonic()
-        pid_file = cell_dir / f"{step.phase}.pid"
         returncode, timed_out = self._run(
-            self.command(step, cell_dir), log_path, config.time_limit_s, pid_file
+            self.command(step, cell_dir), log_path, config.time_limit_s, cell_dir / f"{step.phase}.pid"
         )
-        wall = time.monotonic() - t0
-        outcome = _read_outcome(outcome_path)
-        prediction = predict(step.cell, self.data_dir)  # kept beside the measurement: the planner's error
+        outcome = _read_outcome(cell_dir / f"{step.phase}-outcome.json")
         status, error = _classify(returncode, timed_out, outcome, log_path, config.time_limit_s)
+        return self._record(step, outcome, status, error, log_path, started, time.monotonic() - t0)
+
+    def group(self, steps: Sequence[Step], emit: Callable[[RunRecord], None]) -> None:
+        """Evaluate cells that share a base in one worker, calling `emit` with each cell's record as soon
+        as its outcome file appears. If the worker dies or overruns inside a cell, that cell gets the
+        failure and the cells it never reached go to a fresh worker; if it dies before any cell
+        started (loading the shared base), every cell gets that failure."""
+        dirs = [self._prepare(step) for step in steps]
+        for d in dirs:
+            (d / STARTED).unlink(missing_ok=True)
+        log_path = dirs[0] / "eval.log"
+        limits = [step.cell.eval.time_limit_s for step in steps]
+        limit = None if None in limits else sum(limits)
+        started, t0, pending = now(), time.monotonic(), list(range(len(steps)))
+        clock = [t0]  # each cell's record gets the wall time since the previous one's
+
+        def collect() -> None:
+            while pending and (dirs[pending[0]] / "eval-outcome.json").is_file():
+                i = pending.pop(0)
+                outcome = _read_outcome(dirs[i] / "eval-outcome.json")
+                status, error = Status(outcome.get("status", "failed")), outcome.get("error")
+                wall, clock[0] = time.monotonic() - clock[0], time.monotonic()
+                emit(self._record(steps[i], outcome, status, error, log_path, started, wall))
+
+        returncode, timed_out = self._run(
+            self.command(steps[0], *dirs), log_path, limit, dirs[0] / "eval.pid", on_tick=collect
+        )
+        collect()
+        if not pending:
+            return
+        first = pending[0]
+        reached = [i for i in pending if (dirs[i] / STARTED).is_file()]
+        status, error = _classify(returncode, timed_out, {}, log_path, limit)
+        hit = pending if not reached else [first]  # nothing started: the shared load is what failed
+        for i in hit:
+            emit(self._record(steps[i], {}, status, error, log_path, started, time.monotonic() - clock[0]))
+        rest = [steps[i] for i in pending if i not in hit]
+        if len(rest) > 1:
+            self.group(rest, emit)
+        elif rest:
+            emit(self(rest[0]))
+
+    def _prepare(self, step: Step) -> Path:
+        cell_dir = self.cell_dir(step)
+        cell_dir.mkdir(parents=True, exist_ok=True)
+        (cell_dir / "cell.json").write_text(json.dumps(step.cell.to_dict(), indent=1, sort_keys=True))
+        (cell_dir / f"{step.phase}-outcome.json").unlink(missing_ok=True)
+        return cell_dir
+
+    def _record(self, step, outcome, status, error, log_path, started, wall) -> RunRecord:
+        prediction = predict(step.cell, self.data_dir)  # kept beside the measurement: the planner's error
         return RunRecord(
             cell_key=step.cell.key,
             cell_id=step.cell.id,
@@ -92,7 +139,9 @@ class Launcher:
             log_tail=None if status == Status.OK else _tail(log_path),
         )
 
-    def _run(self, command: list[str], log_path: Path, limit: int | None, pid_file: Path) -> tuple[int, bool]:
+    def _run(
+        self, command: list[str], log_path: Path, limit: int | None, pid_file: Path, on_tick=None
+    ) -> tuple[int, bool]:
         env = {**os.environ, "BENCH_DATA": str(self.data_dir), "PYTHONUNBUFFERED": "1"}
         with open(log_path, "w") as log:
             log.write("$ " + " ".join(command) + "\n")
@@ -106,7 +155,7 @@ class Launcher:
             pump = threading.Thread(target=self._pump, args=(proc, log), daemon=True)
             pump.start()
             try:
-                proc.wait(timeout=limit)
+                _wait(proc, limit, on_tick)
                 timed_out = False
             except subprocess.TimeoutExpired:
                 _kill_group(proc)
@@ -124,6 +173,22 @@ class Launcher:
             log.flush()
             if self.echo and line.startswith(PROGRESS_PREFIX):
                 print("    " + line[len(PROGRESS_PREFIX) :].rstrip(), flush=True)
+
+
+def _wait(proc: subprocess.Popen, limit: int | None, on_tick) -> None:
+    """proc.wait(limit), calling on_tick about once a second meanwhile (records as cells finish)."""
+    if on_tick is None:
+        proc.wait(timeout=limit)
+        return
+    deadline = None if limit is None else time.monotonic() + limit
+    while True:
+        try:
+            proc.wait(timeout=1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic())))
+            return
+        except subprocess.TimeoutExpired:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise
+            on_tick()
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

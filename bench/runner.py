@@ -1,9 +1,14 @@
-"""plan(): which (cell, phase) steps a matrix still needs (pure). run(): the one loop with side effects."""
+"""plan(): which (cell, phase) steps a matrix still needs (pure). run(): the one loop with side effects.
+
+Steps come in groups that share a base model (model, eval_bits, GPUs): the group's trainings first,
+then its evaluations, so that one evaluation worker can load the base once and go through every
+adapter of the group (and the base row) on it instead of reloading the base per cell.
+"""
 
 from __future__ import annotations
 
 import fcntl
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +46,27 @@ def plan(
     rerun: bool = False,
 ) -> list[Step]:
     """Resume = skip what the store holds. A failed phase is a result unless `retry` names its status."""
+    return _by_base(_needed(cells, records, retry, rerun))
+
+
+def base_of(cell: Cell) -> tuple:
+    """What an evaluation worker loads before any adapter: cells with equal values can share it."""
+    return (cell.model, cell.eval_bits, cell.gpus)
+
+
+def _by_base(steps: list[Step]) -> list[Step]:
+    """Per base (in matrix order): its trainings, then its base rows' and adapters' evaluations."""
+    order = {base: i for i, base in enumerate(dict.fromkeys(base_of(s.cell) for s in steps))}
+
+    def rank(item: tuple[int, Step]) -> tuple:
+        index, step = item
+        phase = 0 if step.phase == "train" else (1 if step.cell.is_base else 2)
+        return (order[base_of(step.cell)], phase, index)
+
+    return [step for _, step in sorted(enumerate(steps), key=rank)]
+
+
+def _needed(cells, records, retry, rerun) -> list[Step]:
     last = latest(records)
     steps: list[Step] = []
     for cell in cells:
@@ -57,31 +83,69 @@ def plan(
     return steps
 
 
+GroupExecutor = Callable[[Sequence[Step], Callable[[RunRecord], None]], None]
+
+
 def run(
     steps: list[Step],
     store: Store,
     execute: Callable[[Step], RunRecord],
     progress: Callable[[str], None] = print,
+    execute_group: GroupExecutor | None = None,
 ) -> list[RunRecord]:
-    """Execute steps in order, appending each outcome. An eval whose training did not succeed is skipped."""
+    """Execute steps in order, appending each outcome as it comes. An eval whose training did not
+    succeed is skipped. Consecutive evals on one base go to `execute_group` together, if given: it
+    calls back once per cell, as soon as that cell's record exists."""
     written: list[RunRecord] = []
+    number = {id(step): i for i, step in enumerate(steps, start=1)}
+
+    def tag(step: Step) -> str:
+        return f"[{number[id(step)]}/{len(steps)}] {step.phase:<5} {step.cell.id}"
+
+    def emit(step: Step, record: RunRecord) -> None:
+        store.append(record)
+        written.append(record)
+        progress(f"{tag(step)}: {summary(record)}")
+
     with exclusive_run(store.root):
         for leftover in kill_leftovers(store.root):  # only now: holding the lock, no other runner lives
             progress(f"killed a worker left by an interrupted run: {leftover}")
-        for index, step in enumerate(steps, start=1):
-            if step.phase == "eval" and not step.cell.is_base:
-                trained = latest(store.records()).get((step.cell.key, "train"))
-                if not is_ok(trained):
-                    progress(
-                        f"[{index}/{len(steps)}] eval  {step.cell.id}: skipped (training did not succeed)"
-                    )
-                    continue
-            progress(f"[{index}/{len(steps)}] {step.phase:<5} {step.cell.id}")
-            record = execute(step)
-            store.append(record)
-            written.append(record)
-            progress(f"[{index}/{len(steps)}] {step.phase:<5} {step.cell.id}: {summary(record)}")
+        index = 0
+        while index < len(steps):
+            step = steps[index]
+            if step.phase == "train":
+                progress(tag(step))
+                emit(step, execute(step))
+                index += 1
+                continue
+            group = [step]
+            while index + len(group) < len(steps) and _same_eval_base(steps[index + len(group)], step):
+                group.append(steps[index + len(group)])
+            index += len(group)
+            ready = [s for s in group if _trained(s, store)]
+            for skipped in (s for s in group if s not in ready):
+                progress(f"{tag(skipped)}: skipped (training did not succeed)")
+            if execute_group is not None and len(ready) > 1:
+                progress(f"{tag(ready[0])} (and {len(ready) - 1} more on one loaded base)")
+                execute_group(ready, _emit_by_key(ready, emit))
+                continue
+            for each in ready:
+                progress(tag(each))
+                emit(each, execute(each))
     return written
+
+
+def _emit_by_key(steps: list[Step], emit) -> Callable[[RunRecord], None]:
+    by_key = {s.cell.key: s for s in steps}
+    return lambda record: emit(by_key[record.cell_key], record)
+
+
+def _same_eval_base(step: Step, first: Step) -> bool:
+    return step.phase == "eval" and base_of(step.cell) == base_of(first.cell)
+
+
+def _trained(step: Step, store: Store) -> bool:
+    return step.cell.is_base or is_ok(latest(store.records()).get((step.cell.key, "train")))
 
 
 def summary(record: RunRecord) -> str:

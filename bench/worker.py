@@ -10,10 +10,15 @@ from pathlib import Path
 
 from bench.cell import Cell
 
+STARTED = "eval-started"  # the evaluation worker's mark in a cell's folder: it began that cell
 
-def parse_args(argv, description: str) -> argparse.Namespace:
+
+def parse_args(argv, description: str, many: bool = False) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--cell-dir", type=Path, required=True, help="holds cell.json; outputs go here")
+    parser.add_argument(
+        "--cell-dir", type=Path, required=True, action="append" if many else "store",
+        help="holds cell.json; outputs go here" + (" (repeat it: cells in order)" if many else ""),
+    )  # fmt: skip
     parser.add_argument("--data-dir", type=Path, required=True)
     return parser.parse_args(argv)
 

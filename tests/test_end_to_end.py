@@ -71,3 +71,26 @@ def test_second_run_plans_nothing_and_report_shows_every_cell(smoke_run):
             or cell_id.split("__")[2] in markdown
         )
     assert (out / "reports" / "smoke.html").is_file()
+
+
+def test_one_loaded_base_gives_what_a_fresh_load_per_cell_gives(smoke_run, data_dir):
+    """The run evaluated base, 4-bit and 8-bit adapters in one worker on one loaded 8-bit base; each
+    evaluated alone on a freshly loaded base must give the same generations and scores."""
+    from bench.launch import Launcher
+    from bench.matrix import load
+    from bench.runner import Step
+
+    out, _, _, first, records = smoke_run
+    evals = {r["cell_id"]: r for r in records if r["phase"] == "eval"}
+    assert sorted(r["metrics"]["base_reused"] for r in evals.values()) == [False, True, True]
+    assert {r["metrics"]["base_shared_by"] for r in evals.values()} == {3}
+    assert "(and 2 more on one loaded base)" in first.stdout
+    launcher = Launcher((out / "results").resolve(), data_dir, "smoke", echo=False)
+    for cell in load(REPO / "matrices" / "smoke.yaml").cells:
+        samples = out / "results" / evals[cell.id]["artifacts"]["samples_fpb"]
+        grouped = samples.read_text()
+        alone = launcher(Step(cell, "eval"))
+        assert alone.status == "ok", alone.log_tail
+        assert alone.metrics["base_shared_by"] == 1 and not alone.metrics["base_reused"]
+        assert samples.read_text() == grouped, cell.id
+        assert alone.scores == evals[cell.id]["scores"]

@@ -139,7 +139,7 @@ def kill_when(matrix, env, out, marker: str) -> None:
 
 @pytest.mark.parametrize(
     "marker",
-    ["step 2/4", "[2/5] eval", "[3/5] eval  tiny__fpb__base__1gpu__eval8bit: ok"],
+    ["step 2/4", "evaluating base", "[3/5] eval  tiny__fpb__base__1gpu__eval8bit: ok"],
     ids=["mid-training", "mid-eval", "right-after-a-record"],
 )
 def test_kill_runner_then_rerun_equals_an_uninterrupted_run(setup, marker, reference):

@@ -24,7 +24,48 @@ def record(cell, phase, status=Status.OK):
 
 def test_fresh_matrix_plans_train_then_eval_and_base_eval_only():
     steps = plan(cells(), [])
-    assert [(s.cell.is_base, s.phase) for s in steps] == [(False, "train"), (False, "eval"), (True, "eval")]
+    assert [(s.cell.is_base, s.phase) for s in steps] == [(False, "train"), (True, "eval"), (False, "eval")]
+
+
+def test_steps_group_by_the_base_an_evaluation_loads():
+    two = {
+        "models": {"tiny": {"source": "tiny"}, "other": {"source": "tiny", "revision": "x"}},
+        "axes": {"model": ["tiny", "other"], "quant": [{"bits": 4, "rank": 4}, {"bits": 8, "rank": 8}],
+                 "task": ["fpb", "ner"], "eval_bits": [8, 16]},
+        "base": True,
+    }  # fmt: skip
+    steps = plan(parse(two, Path("m.yaml")).cells, [])
+    bases = [(s.cell.model.name, s.cell.eval_bits) for s in steps]
+    assert list(dict.fromkeys(bases)) == [("tiny", 8), ("tiny", 16), ("other", 8), ("other", 16)]
+    for base in set(bases):  # each base's steps are contiguous
+        at = [i for i, b in enumerate(bases) if b == base]
+        assert at == list(range(at[0], at[0] + len(at)))
+    first = [s for s in steps if (s.cell.model.name, s.cell.eval_bits) == ("tiny", 8)]
+    phases = [("base" if s.cell.is_base else "adapter", s.phase) for s in first]
+    assert phases == [("adapter", "train")] * 4 + [("base", "eval")] * 2 + [("adapter", "eval")] * 4
+
+
+def test_run_hands_consecutive_evals_on_one_base_to_the_group_executor(tmp_path):
+    matrix = {**MATRIX, "axes": {**MATRIX["axes"], "quant": [{"bits": 4, "rank": 4}, {"bits": 8, "rank": 8}]}}
+    store = Store(tmp_path)
+    groups, lines = [], []
+
+    def execute(step: Step) -> RunRecord:
+        ok = step.cell.bits != 8  # the 8-bit training fails: its evaluation is skipped
+        return record(step.cell, step.phase, Status.OK if ok else Status.FAILED)
+
+    def execute_group(steps, emit) -> None:
+        groups.append([(s.cell.config_label, s.phase) for s in steps])
+        for s in steps:
+            emit(record(s.cell, s.phase))
+
+    run(plan(parse(matrix, Path("m.yaml")).cells, []), store, execute, lines.append, execute_group)
+    assert groups == [[("base", "eval"), ("4bit-r4", "eval")]]
+    assert [(r.cell_id.split("__")[2], r.phase) for r in store.records()] == [
+        ("4bit-r4", "train"), ("8bit-r8", "train"), ("base", "eval"), ("4bit-r4", "eval"),
+    ]  # fmt: skip
+    assert any("8bit-r8" in line and "skipped (training did not succeed)" in line for line in lines)
+    assert any("(and 1 more on one loaded base)" in line for line in lines)
 
 
 def test_resume_skips_done_phases_and_a_complete_store_plans_nothing():
@@ -64,6 +105,12 @@ def test_run_appends_each_outcome_and_skips_eval_after_failed_training(tmp_path)
     run(plan(cells(), []), store, execute, progress=lambda _: None)
     assert executed == [("train", False), ("eval", True)]
     assert [(r.phase, r.status) for r in store.records()] == [("train", Status.FAILED), ("eval", Status.OK)]
+    # Without a group executor every evaluation runs on its own.
+    executed.clear()
+    outcomes[("train", False)] = Status.OK
+    outcomes[("eval", False)] = Status.OK
+    run(plan(cells(), []), Store(tmp_path / "again"), execute, progress=lambda _: None)
+    assert executed == [("train", False), ("eval", True), ("eval", False)]
 
 
 def test_a_second_runner_on_the_same_results_dir_refuses(tmp_path):
