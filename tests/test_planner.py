@@ -79,3 +79,11 @@ def test_table1s_70b_4bit_row_fits_one_80_gb_gpu_for_training_and_evaluation(dat
     (big,) = [c for c in load(REPO / "matrices" / "table1.yaml").cells if "70b" in c.model.name]
     predicted = predict(big, data_dir)
     assert 35 < predicted.train_gb < 75 and 35 < predicted.eval_gb < 75  # 4-bit 70B: ~37 GB of weights
+
+
+def test_the_packaged_pretrained_model_has_a_prediction_from_its_shipped_config(data_dir):
+    cells = load(REPO / "matrices" / "ci.yaml").cells
+    config = architecture(cells[0].model)
+    assert (config["hidden_size"], config["num_hidden_layers"], config["vocab_size"]) == (576, 30, 49152)
+    trained = predict(next(c for c in cells if not c.is_base), data_dir)
+    assert 0.1 < trained.eval_gb < trained.train_gb < 4  # a 135M model
