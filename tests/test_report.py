@@ -301,3 +301,26 @@ def test_report_modules_do_not_import_torch():
     code = "import bench.report, bench.render, sys; assert 'torch' not in sys.modules, 'torch imported'"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_memory_comparison_takes_the_published_column_of_each_batch():
+    """Table 1 with a batch axis: one row per batch, each against the paper's figure at that batch."""
+    from dataclasses import replace
+
+    cells = [
+        replace(make_cell(RANDOM, "ner", 4, 8, gpus=1), variant=f"b{b}",
+                train=TrainConfig(batch_per_gpu=b, max_steps=10))
+        for b in (4, 8)
+    ]  # fmt: skip
+    records = []
+    for i, (cell, mem) in enumerate(zip(cells, (9.1, 10.2), strict=True)):
+        metrics = gpu_train(cell, mem, batch_per_gpu=cell.train.batch_per_gpu, world_size=1)
+        records.append(record(cell, "train", metrics=metrics, minute=i))
+    built = build_report("t1", "batch axis", cells, records, load_published())
+    memory = table(built, "compare-memory")
+    rows = {r[0].text: [e.text for e in r[1:]] for r in memory.rows}
+    assert set(rows) == {"llama-3.1-8b-arch 4bit-r8 · batch 4 (random weights)",
+                         "llama-3.1-8b-arch 4bit-r8 · batch 8 (random weights)"}  # fmt: skip
+    b4, b8 = (rows[f"llama-3.1-8b-arch 4bit-r8 · batch {b} (random weights)"] for b in (4, 8))
+    assert (b4[0], b4[5], b4[6]) == ("4 (× 1 GPU)", "8.26", "9.10")
+    assert (b8[0], b8[5], b8[6]) == ("8 (× 1 GPU)", "8.65", "10.20")
