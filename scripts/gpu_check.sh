@@ -22,9 +22,9 @@ results="$out/results"
   python3 -c "import torch, transformers, peft, bitsandbytes, deepspeed, lm_eval, cupy; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'bnb', bitsandbytes.__version__, 'deepspeed', deepspeed.__version__, 'lm_eval', lm_eval.__version__, 'cupy', cupy.__version__)"
 } 2>&1 | tee "$out/env.txt"
 run() { timeout "$1" python3 -m bench run "${@:2}" --results-dir "$results" --reports-dir "$out/reports"; }
-[ "${SMOKE:-1}" = 1 ] && run "${SMOKE_BUDGET_S:-150}" matrices/smoke.yaml
-[ "${BIG:-1}" = 1 ] && run "${BIG_BUDGET_S:-150}" matrices/table1.yaml --only "70b-random"
-run "${TABLE1_BUDGET_S:-180}" matrices/table1.yaml --only "${TABLE1_ONLY:-8b-random__ner__(4bit|8bit|16bit)-r8__}"
+[ "${SMOKE:-1}" = 1 ] && run "${SMOKE_BUDGET_S:-120}" matrices/smoke.yaml
+[ "${BIG:-1}" = 1 ] && run "${BIG_BUDGET_S:-210}" matrices/table1.yaml --only "70b-random"
+run "${TABLE1_BUDGET_S:-150}" matrices/table1.yaml --only "${TABLE1_ONLY:-8b-random__ner__(4bit|8bit|16bit)-r8__}"
 # Whatever finished is in the store: render both reports from it even after a timeout.
 python3 -m bench report matrices/smoke.yaml --results-dir "$results" --reports-dir "$out/reports"
 python3 -m bench report matrices/table1.yaml --results-dir "$results" --reports-dir "$out/reports"
