@@ -172,13 +172,24 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_check(args) -> int:
-    """The regression gate: exit 1 with a diff table when a metric regressed or a cell/record is missing."""
+    """The regression gate: exit 1 with a diff table when a metric regressed or a cell/record is missing.
+
+    --run: first the matrix exactly as `bench run` does (resumes; no report), then the plain-script
+    baseline (bench.plain: HF Trainer + peft) for each trained cell whose bench run on this host has no
+    plain run after it, so that train_speed_vs_plain compares two runs made one after the other here.
+    """
     from bench.check import CheckError, gate
 
-    if args.run:  # run the matrix exactly as `bench run` does (resumes; no report)
+    matrix = load(args.matrix)
+    if args.run:
+        from bench.launch import Launcher
+        from bench.plain_gate import measure_missing
+
         run_argv = ["run", args.matrix, "--no-report", "--results-dir", str(results_dir(args))]
         cmd_run(parser().parse_args(run_argv + (["--data-dir", args.data_dir] if args.data_dir else [])))
-    matrix = load(args.matrix)
+        store = Store(results_dir(args))
+        launcher = Launcher(store.root.resolve(), resolve_data_dir(args.data_dir), matrix.name)
+        measure_missing(matrix.cells, store, launcher)  # prints each run's progress and outcome
     try:
         status, text = gate(
             matrix.cells, matrix.name, Store(results_dir(args)).records(), Path(args.baseline), args.update
@@ -261,7 +272,11 @@ def parser() -> argparse.ArgumentParser:
     )
     c.add_argument("matrix", help="a matrix YAML, e.g. matrices/ci.yaml")
     c.add_argument("--baseline", required=True, help="baseline JSON/YAML, e.g. baselines/ci.json")
-    c.add_argument("--run", action="store_true", help="first run what the matrix still needs, as `bench run`")
+    c.add_argument(
+        "--run",
+        action="store_true",
+        help="first run what the matrix still needs, as `bench run`, then the plain-script speed baseline",
+    )
     c.add_argument("--update", action="store_true", help="rewrite the baseline from the current records")
     c.add_argument("--data-dir", help="the FinLoRA data folder, for --run (env BENCH_DATA)")
     c.set_defaults(func=cmd_check)

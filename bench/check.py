@@ -6,7 +6,8 @@ Baseline file (JSON, or YAML by extension), written by `bench check --update`:
       "train_loss_last": {"value": 0.4, "tolerance": 0.3, "kind": "relative", "better": "lower"}}}}}
 Metrics: accuracy and weighted F1 per task under the cell's primary scorer; train_loss_last; and
 train_speed_vs_plain (bench tokens/s over the plain script's tokens/s on the same host), only where the
-store holds a plain-script record: raw tokens/s from different machines say nothing about a regression.
+store holds a plain-script record (phase "plain", written by `bench check --run` through bench.plain) of
+the same cell from the same host: raw tokens/s from different machines say nothing about a regression.
 Only regressions fail: a score that rises or a loss that falls beyond the tolerance is "improved".
 """
 
@@ -20,9 +21,14 @@ import yaml
 
 from bench.cell import Cell
 from bench.records import RunRecord, Status
+from bench.store import latest
 
 SPEED = "train_speed_vs_plain"
-PLAIN_PHASE = "plain"  # a plain-script training run of the same model/bits/rank, appended to the store
+PLAIN_PHASE = "plain"  # a plain-script training run (bench.plain) of a cell's settings, appended to the store
+SPEED_HINT = (
+    "bench and the plain script run a minute or two apart; another busy process on the machine during "
+    "either one moves the ratio several-fold. Rerun on a quiet machine (a fresh --results-dir) first"
+)
 # metric suffix -> (kind, better, default tolerance); --update keeps a tolerance the file already has.
 RULES = {
     "accuracy": ("absolute", "higher", 0.05),
@@ -83,31 +89,67 @@ def _phase_metrics(cell: Cell, record: RunRecord, records: list[RunRecord], note
         return out
     out = {"train_loss_last": record.metrics["train_loss_last"]}
     plain = plain_speed(record, records)
+    host = record.env.get("host")
     if plain:
         out[SPEED] = record.metrics["tokens_per_s"] / plain
+    elif (tried := _newest_plain(record, records, ok=False)) is not None:
+        why = tried.error.splitlines()[-1] if tried.error else "see its log"
+        notes.append(f"{cell.id}: plain-script run on host {host} {tried.status} ({why}); speed not compared")
     else:
-        notes.append(f"{cell.id}: no plain-script speed on host {record.env.get('host')}; speed not compared")
+        notes.append(f"{cell.id}: no plain-script speed on host {host}; speed not compared")
     return out
 
 
 def plain_speed(train: RunRecord, records: list[RunRecord]) -> float | None:
-    """tokens/s of the newest ok plain-script record from the same host with the same model, bits, rank."""
-    want = _same_setup(train.cell)
+    """tokens/s of the newest ok plain-script record of the same cell (every setting) from the same host,
+    made after `train`."""
+    plain = _newest_plain(train, records, ok=True)
+    return None if plain is None else float(plain.metrics["tokens_per_s"])
+
+
+def _newest_plain(train: RunRecord, records: list[RunRecord], ok: bool) -> RunRecord | None:
+    # Only after the train record: one from before measured the machine beside another bench run.
     for record in reversed(records):
-        if (
-            record.phase == PLAIN_PHASE
-            and record.status == Status.OK
-            and record.env.get("host") == train.env.get("host")
-            and _same_setup(record.cell) == want
-            and record.metrics.get("tokens_per_s")
+        if record is train:
+            return None
+        if _is_plain(record, train.cell_key, train.env.get("host")) and (
+            not ok or (record.status == Status.OK and record.metrics.get("tokens_per_s"))
         ):
-            return float(record.metrics["tokens_per_s"])
+            return record
     return None
 
 
-def _same_setup(cell: dict) -> tuple:
-    model = cell.get("model", {})
-    return model.get("source"), model.get("weights"), cell.get("bits"), cell.get("rank")
+def _is_plain(record: RunRecord, cell_key: str, host: str | None) -> bool:
+    # The cell key, not just model/bits/rank: batch, sequence length, steps... all move tokens/s.
+    return record.phase == PLAIN_PHASE and record.cell_key == cell_key and record.env.get("host") == host
+
+
+def plain_needed(
+    cells: tuple[Cell, ...], records: list[RunRecord], host: str
+) -> tuple[list[tuple[Cell, RunRecord]], list[str]]:
+    """The trained cells that need a plain-script run on `host`, each with its latest train record; notes
+    for those that cannot have one here.
+
+    Needed: the cell's latest train record is ok, from this host, and no ok plain record from this host
+    follows it in the store. Not on every `--run`: a gate rerun over a store that already holds the pair
+    keeps it (a fresh plain run would pair a new denominator with an old bench run made under other load).
+    Not only when none exists at all: after a retrain the old plain run would pair with the new bench run.
+    A failed plain run does not count, so the next `--run` tries again.
+    """
+    last = latest(records)
+    todo, notes = [], []
+    for cell in cells:
+        train = last.get((cell.key, "train"))
+        if cell.is_base or train is None or train.status != Status.OK:
+            continue  # the gate reports the missing training itself
+        trained_on = train.env.get("host")
+        if trained_on != host:
+            notes.append(f"{cell.id}: trained on host {trained_on}, not here ({host}); no plain-script run")
+        elif cell.gpus > 1:
+            notes.append(f"{cell.id}: bench trains on {cell.gpus} processes, the plain script on one; no run")
+        elif _newest_plain(train, records, ok=True) is None:
+            todo.append((cell, train))
+    return todo, notes
 
 
 def compare(baseline: dict, current: dict[str, dict], keys: dict[str, str]) -> tuple[list[Row], list[str]]:
@@ -235,8 +277,6 @@ def gate(
     cells: tuple[Cell, ...], matrix: str, records: list[RunRecord], path: Path, update: bool
 ) -> tuple[int, str]:
     """(exit status, text): 1 on a regression or a missing cell/record; --update rewrites the file instead."""
-    from bench.store import latest
-
     keys = {c.id: c.key for c in cells}
     current, missing, notes = current_metrics(cells, latest(records), records)
     lines = [f"note: {n}" for n in notes]
@@ -251,4 +291,6 @@ def gate(
     rows = missing + rows
     failed = [r for r in rows if r.failed]
     verdict = f"FAILED: {len(failed)} of {len(rows)} checks" if failed else f"passed: {len(rows)} checks"
+    if any(r.metric == SPEED for r in failed):
+        verdict += f"\n{SPEED}: {SPEED_HINT}"
     return (1 if failed else 0), "\n".join([*lines, *(f"note: {n}" for n in more), table(rows), verdict])

@@ -54,11 +54,11 @@ class Launcher:
         log_path = cell_dir / f"{step.phase}.log"
         config = step.cell.train if step.phase == "train" else step.cell.eval
         started, t0 = now(), time.monotonic()
-        returncode, timed_out = self._run(
+        returncode, timed_out = self.run_process(
             self.command(step, cell_dir), log_path, config.time_limit_s, cell_dir / f"{step.phase}.pid"
         )
-        outcome = _read_outcome(cell_dir / f"{step.phase}-outcome.json")
-        status, error = _classify(returncode, timed_out, outcome, log_path, config.time_limit_s)
+        outcome = read_outcome(cell_dir / f"{step.phase}-outcome.json")
+        status, error = classify(returncode, timed_out, outcome, log_path, config.time_limit_s)
         return self._record(step, outcome, status, error, log_path, started, time.monotonic() - t0)
 
     def group(self, steps: Sequence[Step], emit: Callable[[RunRecord], None]) -> None:
@@ -78,12 +78,12 @@ class Launcher:
         def collect() -> None:
             while pending and (dirs[pending[0]] / "eval-outcome.json").is_file():
                 i = pending.pop(0)
-                outcome = _read_outcome(dirs[i] / "eval-outcome.json")
+                outcome = read_outcome(dirs[i] / "eval-outcome.json")
                 status, error = Status(outcome.get("status", "failed")), outcome.get("error")
                 wall, clock[0] = time.monotonic() - clock[0], time.monotonic()
                 emit(self._record(steps[i], outcome, status, error, log_path, started, wall))
 
-        returncode, timed_out = self._run(
+        returncode, timed_out = self.run_process(
             self.command(steps[0], *dirs), log_path, limit, dirs[0] / "eval.pid", on_tick=collect
         )
         collect()
@@ -91,7 +91,7 @@ class Launcher:
             return
         first = pending[0]
         reached = [i for i in pending if (dirs[i] / STARTED).is_file()]
-        status, error = _classify(returncode, timed_out, {}, log_path, limit)
+        status, error = classify(returncode, timed_out, {}, log_path, limit)
         hit = pending if not reached else [first]  # nothing started: the shared load is what failed
         for i in hit:
             emit(self._record(steps[i], {}, status, error, log_path, started, time.monotonic() - clock[0]))
@@ -136,10 +136,10 @@ class Launcher:
             },
             notes=outcome.get("notes", []),
             error=error,
-            log_tail=None if status == Status.OK else _tail(log_path),
+            log_tail=None if status == Status.OK else tail_of(log_path),
         )
 
-    def _run(
+    def run_process(
         self, command: list[str], log_path: Path, limit: int | None, pid_file: Path, on_tick=None
     ) -> tuple[int, bool]:
         env = {**os.environ, "BENCH_DATA": str(self.data_dir), "PYTHONUNBUFFERED": "1"}
@@ -204,19 +204,19 @@ def _kill_group(proc: subprocess.Popen) -> None:
             continue
 
 
-def _read_outcome(path: Path) -> dict:
+def read_outcome(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
 
 
-def _classify(returncode, timed_out, outcome, log_path, limit) -> tuple[Status, str | None]:
+def classify(returncode, timed_out, outcome, log_path, limit) -> tuple[Status, str | None]:
     if timed_out:
         return Status.TIMEOUT, f"exceeded the cell's time limit of {limit}s; raise time_limit_s to allow more"
     if outcome.get("status"):
         return Status(outcome["status"]), outcome.get("error")
-    tail = _tail(log_path) or ""
+    tail = tail_of(log_path) or ""
     if any(marker in tail for marker in OOM_MARKERS):
         return Status.OOM, "out of memory (see log tail)"
     if returncode is not None and returncode < 0:
@@ -226,7 +226,7 @@ def _classify(returncode, timed_out, outcome, log_path, limit) -> tuple[Status, 
     return Status.FAILED, f"worker exited with status {returncode} and wrote no outcome (see log tail)"
 
 
-def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str | None:
+def tail_of(path: Path, lines: int = LOG_TAIL_LINES) -> str | None:
     try:
         text = path.read_text(errors="replace")
     except OSError:

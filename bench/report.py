@@ -70,6 +70,7 @@ class Report:
         return frame.astype({name: "Int64" for name in INT_COLUMNS})
 
 
+BENCH_PHASES = ("train", "eval")  # a store also holds the gate's plain-script runs ("plain"): not bench's
 SCORER_NOTES = {
     "finlora": "the paper code's keyword mapping",
     "strict": "first valid label; an unparsed answer is an error",
@@ -80,7 +81,7 @@ def build_report(
     matrix: str, description: str, cells: list[Cell], records: list[RunRecord], published: dict
 ) -> Report:
     keys = {c.key for c in cells}
-    mine = [r for r in records if r.cell_key in keys]
+    mine = [r for r in records if r.cell_key in keys and r.phase in BENCH_PHASES]
     if not mine:
         raise ReportError(
             f"no records for matrix '{matrix}' ({len(cells)} cells, {len(records)} records in the store): "

