@@ -75,13 +75,15 @@ class Launcher:
         started, t0, pending = now(), time.monotonic(), list(range(len(steps)))
         clock = [t0]  # each cell's record gets the wall time since the previous one's
 
-        def collect() -> None:
+        def collect() -> bool:
+            """Emit finished cells; True when the cell in progress overran its own time limit."""
             while pending and (dirs[pending[0]] / "eval-outcome.json").is_file():
                 i = pending.pop(0)
                 outcome = read_outcome(dirs[i] / "eval-outcome.json")
                 status, error = Status(outcome.get("status", "failed")), outcome.get("error")
                 wall, clock[0] = time.monotonic() - clock[0], time.monotonic()
                 emit(self._record(steps[i], outcome, status, error, log_path, started, wall))
+            return bool(pending) and _overran(dirs[pending[0]] / STARTED, limits[pending[0]])
 
         returncode, timed_out = self.run_process(
             self.command(steps[0], *dirs), log_path, limit, dirs[0] / "eval.pid", on_tick=collect
@@ -91,7 +93,8 @@ class Launcher:
             return
         first = pending[0]
         reached = [i for i in pending if (dirs[i] / STARTED).is_file()]
-        status, error = classify(returncode, timed_out, {}, log_path, limit)
+        own_limit = limits[first] if reached and _overran(dirs[first] / STARTED, limits[first]) else limit
+        status, error = classify(returncode, timed_out, {}, log_path, own_limit)
         hit = pending if not reached else [first]  # nothing started: the shared load is what failed
         for i in hit:
             emit(self._record(steps[i], {}, status, error, log_path, started, time.monotonic() - clock[0]))
@@ -175,8 +178,16 @@ class Launcher:
                 print("    " + line[len(PROGRESS_PREFIX) :].rstrip(), flush=True)
 
 
+def _overran(started_mark: Path, limit: int | None) -> bool:
+    try:
+        return limit is not None and time.time() - started_mark.stat().st_mtime > limit
+    except FileNotFoundError:  # the cell has not started
+        return False
+
+
 def _wait(proc: subprocess.Popen, limit: int | None, on_tick) -> None:
-    """proc.wait(limit), calling on_tick about once a second meanwhile (records as cells finish)."""
+    """proc.wait(limit), calling on_tick about once a second meanwhile (records as cells finish); an
+    on_tick that returns True ends the wait as an overrun."""
     if on_tick is None:
         proc.wait(timeout=limit)
         return
@@ -188,7 +199,8 @@ def _wait(proc: subprocess.Popen, limit: int | None, on_tick) -> None:
         except subprocess.TimeoutExpired:
             if deadline is not None and time.monotonic() >= deadline:
                 raise
-            on_tick()
+            if on_tick():
+                raise
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

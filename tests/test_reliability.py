@@ -125,6 +125,22 @@ def test_hang_becomes_a_timeout_record(setup):
     assert train["status"] == "timeout" and "time limit of 20s" in train["error"]
 
 
+def test_a_cell_that_hangs_inside_a_shared_eval_worker_times_out_alone(setup):
+    """Base, 4-bit and 8-bit evaluate in one worker; the 4-bit cell hangs: it alone becomes a timeout
+    after its own limit, and the 8-bit cell it never reached runs in a fresh worker."""
+    matrix, env, out = setup
+    matrix.write_text(yaml.safe_dump({**MATRIX, "eval": {**MATRIX["eval"], "time_limit_s": 20}}))
+    env["BENCH_FAULT"] = "eval:hang@4bit"
+    done = subprocess.run(command(matrix, out), env=env, capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    evals = {r["cell_id"].split("__")[2]: r for r in records(out) if r["phase"] == "eval"}
+    assert {k: r["status"] for k, r in evals.items()} == {"base": "ok", "4bit-r4": "timeout", "8bit-r8": "ok"}
+    assert "time limit of 20s" in evals["4bit-r4"]["error"]
+    shared = {k: r["metrics"].get("base_shared_by") for k, r in evals.items()}
+    assert shared["base"] == 3 and shared["8bit-r8"] == 1  # the 8-bit cell reloaded the base
+    assert not list((out / "results").glob("cells/*/*.pid"))
+
+
 def kill_when(matrix, env, out, marker: str) -> None:
     """Start a run and SIGKILL the runner (only the runner) once its output shows `marker`."""
     proc = subprocess.Popen(command(matrix, out), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
