@@ -105,14 +105,15 @@ def evaluate_cell(
     cell, cell_dir: Path, data_dir: Path, model, tokenizer, load_s: float, reused: dict
 ) -> dict:
     from lm_eval.evaluator import evaluate
-    from lm_eval.models.huggingface import HFLM
+
+    from bench.lm import BenchLM
 
     tasks = list(TRAINING_SETS[cell.task].eval_tasks)
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     gen_kwargs = {"max_gen_toks": cell.eval.max_new_tokens} if cell.eval.max_new_tokens else None
     with Clock() as tasks_clock:  # the task data: loading, not evaluating
         loaded = load_tasks(tasks, data_dir, gen_kwargs)
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cell.eval.batch_size)
+    lm = BenchLM(pretrained=model, tokenizer=tokenizer, batch_size=cell.eval.batch_size)
     indices = list(range(torch.cuda.device_count()))
     reset_torch_peaks(device)
     sampler = NvmlSampler(indices)

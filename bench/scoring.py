@@ -76,6 +76,14 @@ def answer_text(output: str) -> str:
     return next((line.strip() for line in output.splitlines() if line.strip()), "")
 
 
+def answer_complete(output: str) -> bool:
+    """Has the generation finished the line answer_text() takes? Tokens after that cannot change it."""
+    for line in output.splitlines(keepends=True):
+        if line.strip():
+            return line.splitlines()[0] != line  # a line break follows the text
+    return False
+
+
 def finlora_sentiment(text: str) -> str:
     if "positive" in text or "Positive" in text:
         return "positive"

@@ -213,3 +213,18 @@ def test_real_nwgi_rows_map_to_three_classes(data_dir):
 def test_scoring_does_not_import_torch():
     code = "import sys, bench.scoring; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("output", "complete"),
+    [
+        ("", False), ("\n\n", False), ("positive", False), ("\npositive", False), ("  neutral \t", False),
+        ("positive\n", True), ("\n\npositive\nThe", True), ("negative\r\n", True), (" x\u2028", True),
+    ],
+)  # fmt: skip
+def test_answer_complete_once_the_scored_line_has_ended(output, complete):
+    from bench.scoring import answer_complete, answer_text
+
+    assert answer_complete(output) is complete
+    if complete:  # nothing generated afterwards changes what is scored
+        assert answer_text(output + "more text\nand more") == answer_text(output)
