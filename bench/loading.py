@@ -65,19 +65,13 @@ def load_tokenizer(source: str, spec: ModelSpec):
 
 def load_model(source: str, spec: ModelSpec, bits: int, dtype: torch.dtype, device_map):
     """from_pretrained with bitsandbytes at `bits`; random-weight folders feed it lazy random tensors."""
-    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
-
-    from bench.random_weights import is_random_dir, random_state_dict
+    from transformers import AutoModelForCausalLM
 
     quantization = quantization_config(bits, dtype)
-    if spec.weights == "random" and is_random_dir(source):
-        model_class, state_dict = random_state_dict(AutoConfig.from_pretrained(source))
-        model = model_class.from_pretrained(
-            None, config=AutoConfig.from_pretrained(source), state_dict=state_dict, dtype=dtype,
-            quantization_config=quantization, device_map=device_map,
-        )  # fmt: skip
-        model.generation_config = GenerationConfig.from_pretrained(source)
-        return model
+    if spec.weights == "random":  # `source` is random_model_dir(): a config and a tokenizer only
+        from bench.random_weights import load_random
+
+        return load_random(source, dtype=dtype, quantization_config=quantization, device_map=device_map)
     return AutoModelForCausalLM.from_pretrained(
         source,
         revision=spec.revision,

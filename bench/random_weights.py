@@ -22,7 +22,7 @@ from bench.model_cache import build_once
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 TOKENIZER_VOCAB = 32000
 NOTE = "random weights: resources only (BPE tokenizer trained on the task text, not the model's own)"
-MARKER = "bench-random.json"  # in the built folder: its weights come from random_state_dict()
+MARKER = "bench-random.json"  # provenance in the built folder: its weights come from random_state_dict()
 
 
 def architecture_dir(source: str) -> Path:
@@ -60,10 +60,6 @@ def build(arch: Path, out_dir: Path, data_dir: Path) -> None:
     (out_dir / MARKER).write_text(json.dumps({"architecture": str(arch), "note": NOTE}))
 
 
-def is_random_dir(path: str | Path) -> bool:
-    return (Path(path) / MARKER).is_file()
-
-
 class RandomTensor:
     """Stands where transformers' loader expects a lazy safetensors slice: the tensor is drawn only when
     the loader indexes it (`slice[...]`), on the GPU when there is one (seconds for 70B, where the CPU
@@ -84,6 +80,17 @@ class RandomTensor:
         generator = torch.Generator(device).manual_seed(self.seed)
         tensor = torch.empty(self.shape, dtype=torch.bfloat16, device=device)
         return tensor.normal_(0.0, self.std, generator=generator)[index]
+
+
+def load_random(folder: str, **load_kwargs):
+    """from_pretrained on the folder's config with random_state_dict() as the weights."""
+    from transformers import AutoConfig, GenerationConfig
+
+    config = AutoConfig.from_pretrained(folder)
+    model_class, state_dict = random_state_dict(config)
+    model = model_class.from_pretrained(None, config=config, state_dict=state_dict, **load_kwargs)
+    model.generation_config = GenerationConfig.from_pretrained(folder)
+    return model
 
 
 def random_state_dict(config) -> tuple[type, dict[str, RandomTensor]]:
