@@ -12,11 +12,11 @@ import re
 import sys
 from pathlib import Path
 
-from bench.data import DataError, check_task_data, load_splits, resolve_data_dir
-from bench.matrix import Matrix, MatrixError, load
-from bench.records import Status
-from bench.runner import BusyError, cell_status, plan
-from bench.store import Store, StoreError, latest
+from bench.core.data import DataError, check_task_data, load_splits, resolve_data_dir
+from bench.core.matrix import Matrix, MatrixError, load
+from bench.core.records import Status
+from bench.core.store import Store, StoreError, latest
+from bench.orchestration.runner import BusyError, cell_status, plan
 
 RESULTS_ENV = "BENCH_RESULTS"
 USER_ERRORS = (MatrixError, DataError, StoreError, BusyError)
@@ -43,7 +43,7 @@ def select(matrix: Matrix, pattern: str | None) -> Matrix:
 
 
 def cmd_plan(args) -> int:
-    from bench.planner import predict
+    from bench.planning.planner import predict
 
     matrix = select(load(args.matrix), args.only)
     records = Store(results_dir(args)).records()
@@ -75,8 +75,8 @@ def _optional_data_dir(args) -> Path | None:
 
 def fitting(steps: list, data_dir: Path, force: bool) -> list:
     """Drop steps the planner says cannot fit the visible GPUs (nothing ran: no record); --force runs them."""
-    from bench.doctor import gpu_memory_gb
-    from bench.planner import does_not_fit, predict
+    from bench.planning.planner import does_not_fit, predict
+    from bench.workers.doctor import gpu_memory_gb
 
     gpus = gpu_memory_gb()
     kept = []
@@ -92,8 +92,8 @@ def fitting(steps: list, data_dir: Path, force: bool) -> list:
 
 
 def cmd_run(args) -> int:
-    from bench.launch import Launcher
-    from bench.runner import run
+    from bench.orchestration.launch import Launcher
+    from bench.orchestration.runner import run
 
     matrix = select(load(args.matrix), args.only)
     data_dir = resolve_data_dir(args.data_dir)
@@ -120,7 +120,7 @@ def cmd_report(args) -> int:
 
 
 def _report(matrix: Matrix, store: Store, out_dir: Path) -> None:
-    from bench.render import ReportError, write_reports
+    from bench.report.render import ReportError, write_reports
 
     try:
         paths = write_reports(matrix.name, matrix.description, list(matrix.cells), store.records(), out_dir)
@@ -130,8 +130,8 @@ def _report(matrix: Matrix, store: Store, out_dir: Path) -> None:
 
 
 def cmd_tasks(args) -> int:
-    from bench.examples import TASKS_DIR
-    from bench.taskcheck import check_tasks, list_tasks
+    from bench.workers.examples import TASKS_DIR
+    from bench.workers.taskcheck import check_tasks, list_tasks
 
     if args.check:
         data_dir = resolve_data_dir(args.data_dir)
@@ -145,7 +145,7 @@ def cmd_tasks(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from bench.catalog import TASKS
+    from bench.core.catalog import TASKS
 
     data_dir = resolve_data_dir(args.data_dir)
     print(f"data directory {data_dir}")
@@ -160,7 +160,7 @@ def cmd_data(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    from bench.doctor import report
+    from bench.workers.doctor import report
 
     try:
         data_dir = resolve_data_dir(args.data_dir)
@@ -175,15 +175,16 @@ def cmd_check(args) -> int:
     """The regression gate: exit 1 with a diff table when a metric regressed or a cell/record is missing.
 
     --run: first the matrix exactly as `bench run` does (resumes; no report), then the plain-script
-    baseline (bench.plain: HF Trainer + peft) for each trained cell whose bench run on this host has no
-    plain run after it, so that train_speed_vs_plain compares two runs made one after the other here.
+    baseline (bench.workers.plain: HF Trainer + peft) for each trained cell whose bench run on this
+    host has no plain run after it, so that train_speed_vs_plain compares two runs made one after
+    the other here.
     """
-    from bench.check import CheckError, gate
+    from bench.gate.check import CheckError, gate
 
     matrix = load(args.matrix)
     if args.run:
-        from bench.launch import Launcher
-        from bench.plain_gate import measure_missing
+        from bench.gate.plain_run import measure_missing
+        from bench.orchestration.launch import Launcher
 
         run_argv = ["run", args.matrix, "--no-report", "--results-dir", str(results_dir(args))]
         cmd_run(parser().parse_args(run_argv + (["--data-dir", args.data_dir] if args.data_dir else [])))
@@ -201,7 +202,7 @@ def cmd_check(args) -> int:
 
 
 def _check_data(matrix: Matrix, data_dir: Path) -> None:
-    from bench.catalog import TRAINING_SETS
+    from bench.core.catalog import TRAINING_SETS
 
     for task in sorted(
         {

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.scoring import SCORERS, answer_text, score
+from bench.core.scoring import SCORERS, answer_text, score
 
 
 def score_check(task: str, bench_samples: Path, paper: dict) -> dict:
-    """Both outputs through bench's answer filter (tasks/: first non-empty line), then bench.scoring.
+    """Both outputs through bench's answer filter (tasks/: first non-empty line), then bench.core.scoring.
 
     bench's samples hold the filtered output and the raw generation (new tokens only); the paper loop
     holds the text after "Answer: " of the fully decoded sequence.

@@ -5,7 +5,7 @@
 for consecutive evaluations on one base.
 
 Wall time counts each side's processes from start to exit. bench's two sides must give identical
-generations; the paper loop must give identical scores (bench.scoring, both scorers). Sides alternate
+generations; the paper loop must give identical scores (bench.core.scoring, both scorers). Sides alternate
 order between repetitions; one JSON line per run.
 
     BENCH_DATA=../shared/data .venv/bin/python benchmarks/eval_reuse.py --adapters 3 --repeats 3
@@ -51,7 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def cells(args, work: Path) -> list:
-    from bench.matrix import parse
+    from bench.core.matrix import parse
 
     source = args.model if not Path(args.model).expanduser().exists() else str(Path(args.model).resolve())
     raw = {
@@ -78,9 +78,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     os.environ.setdefault("BENCH_CACHE", str(Path(tempfile.gettempdir()) / "bench-speed-cache"))
-    from bench.launch import Launcher
-    from bench.loading import resolve_source
-    from bench.runner import plan
+    from bench.models.loading import resolve_source
+    from bench.orchestration.launch import Launcher
+    from bench.orchestration.runner import plan
 
     work = Path(tempfile.mkdtemp(prefix="bench-eval-reuse-"))
     launcher = Launcher(work / "results", args.data_dir, "eval-reuse", echo=False)

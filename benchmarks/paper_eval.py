@@ -56,7 +56,7 @@ def load(args):
 
 def test_rows(args) -> list[dict]:
     """The task's test split as bench reads it (the same file, the same rows, in file order)."""
-    from bench.data import load_splits
+    from bench.core.data import load_splits
 
     rows = load_splits(args.task, args.data_dir).test
     return rows[: args.limit] if args.limit else rows

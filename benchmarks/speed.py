@@ -1,11 +1,12 @@
 """Side-by-side speed of bench's training and evaluation paths against the plain scripts most people write.
 
-(a) training: bench's real worker (bench.launch.Launcher on a one-cell matrix: torchrun + DeepSpeed
-engine, length-grouped batches) against benchmarks/plain_trainer.py (HF Trainer + peft QLoRA), with the
-same model, quantization, LoRA config, examples, batch size, steps and lr; tokens/s counts the real
-(non-pad) prompt + target tokens. (b) evaluation: bench's eval worker (lm-eval, batches by length, the
-stop rules of tasks/, only new tokens decoded) against benchmarks/paper_eval.py (the paper's loop), on
-the same adapter and rows; both must give identical bench.scoring scores.
+(a) training: bench's real worker (bench.orchestration.launch.Launcher on a one-cell matrix:
+torchrun + DeepSpeed engine, length-grouped batches) against benchmarks/plain_trainer.py (HF
+Trainer + peft QLoRA), with the same model, quantization, LoRA config, examples, batch size, steps
+and lr; tokens/s counts the real (non-pad) prompt + target tokens. (b) evaluation: bench's eval
+worker (lm-eval, batches by length, the stop rules of tasks/, only new tokens decoded) against
+benchmarks/paper_eval.py (the paper's loop), on
+the same adapter and rows; both must give identical bench.core.scoring scores.
 
 Every side runs in its own subprocess with the same torch threads; sides alternate order between
 repetitions; the table shows medians. One JSON line per run goes to --out.
@@ -43,7 +44,7 @@ ARCHS = {  # hidden, intermediate, layers, heads
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="tiny", help="'tiny' (bench.tiny) or a local model directory")
+    p.add_argument("--model", default="tiny", help="'tiny' (bench.models.tiny) or a local model directory")
     p.add_argument("--arch", choices=sorted(ARCHS), help="instead of --model: a random Llama of this size")
     p.add_argument("--data-dir", type=Path, default=os.environ.get("BENCH_DATA"))
     p.add_argument("--task", default="fpb")
@@ -90,7 +91,7 @@ def model_entry(args, work: Path) -> dict:
 
 def speed_cells(args, work: Path) -> list:
     """One cell per bench eval batch size (the batch size is part of a cell); the first one trains."""
-    from bench.matrix import parse
+    from bench.core.matrix import parse
 
     raw = {
         "name": "speed",
@@ -120,7 +121,7 @@ def speed_cells(args, work: Path) -> list:
 
 
 def bench_phase(launcher, cell, phase: str) -> dict:
-    from bench.runner import Step
+    from bench.orchestration.runner import Step
 
     record = launcher(Step(cell, phase))
     if record.status != "ok":
@@ -161,7 +162,7 @@ def train_round(args, launcher, cell, source: str, work: Path, rep: int) -> dict
 
 
 def eval_round(args, launcher, cells: list, source: str, work: Path, rep: int) -> tuple[dict, list]:
-    from bench.runner import Step
+    from bench.orchestration.runner import Step
 
     dirs = [launcher.cell_dir(Step(c, "eval")) for c in cells]
     for d in dirs[1:]:  # the same adapter under every eval batch size
@@ -191,8 +192,8 @@ def main(argv=None) -> int:
     os.environ.setdefault("BENCH_CACHE", str(Path(tempfile.gettempdir()) / "bench-speed-cache"))
     import torch
 
-    from bench.launch import Launcher
-    from bench.loading import resolve_source
+    from bench.models.loading import resolve_source
+    from bench.orchestration.launch import Launcher
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-speed-"))
     cells = speed_cells(args, work)
@@ -221,8 +222,8 @@ def main(argv=None) -> int:
     if checks:
         last = checks[-1]
         print(
-            f"scores identical (bench.scoring, both scorers) on the same {last['rows']} rows, every batch"
-            f" size and repetition: {identical}; {last['scores']};"
+            f"scores identical (bench.core.scoring, both scorers) on the same {last['rows']} rows,"
+            f" every batch size and repetition: {identical}; {last['scores']};"
             f" raw generations equal {last['raw_equal']}/{last['rows']}"
         )
     record = {

@@ -1,7 +1,7 @@
 """lm-eval glue for the FinLoRA tasks: the data loader, the answer filter and the metrics.
 
 lm-eval imports this file by path (`!function utils.x` resolves next to the YAML). Everything
-here defers to bench: rows come from bench.data, scores from bench.scoring, so lm-eval and
+here defers to bench: rows come from bench.core.data, scores from bench.core.scoring, so lm-eval and
 bench's own code cannot disagree.
 """
 
@@ -19,8 +19,8 @@ except ImportError:
 
 import datasets
 
-from bench.data import load_splits, resolve_data_dir
-from bench.scoring import answer_text, score
+from bench.core.data import load_splits, resolve_data_dir
+from bench.core.scoring import answer_text, score
 
 METRICS = {
     "acc_finlora": ("finlora", "accuracy"),
@@ -51,7 +51,7 @@ def load_dataset(bench_task: str, data_dir: str | None = None, **_metadata) -> d
 
 
 def first_line(resps, docs) -> list[list[str]]:
-    """Filter: each generation -> its first non-empty line (see bench.scoring.answer_text)."""
+    """Filter: each generation -> its first non-empty line (see bench.core.scoring.answer_text)."""
     return [[answer_text(r) for r in doc_resps] for doc_resps in resps]
 
 

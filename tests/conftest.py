@@ -29,7 +29,7 @@ def bench_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_dir(data_dir, bench_cache) -> Path:
-    from bench.tiny import tiny_model_dir
+    from bench.models.tiny import tiny_model_dir
 
     return tiny_model_dir(data_dir)
 

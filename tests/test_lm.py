@@ -1,8 +1,8 @@
-"""bench.lm: generation stops once every answer in the batch is complete, never earlier."""
+"""bench.workers.lm: generation stops once every answer in the batch is complete, never earlier."""
 
 import torch
 
-from bench.lm import AnswersComplete
+from bench.workers.lm import AnswersComplete
 
 
 def test_a_batch_stops_only_when_every_sequence_has_ended_or_finished_its_line(tiny_dir):

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.matrix import MatrixError, load, parse
+from bench.core.matrix import MatrixError, load, parse
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = {
@@ -64,7 +64,7 @@ def test_any_field_change_makes_a_new_key_and_ids_are_readable():
 
 
 def test_cell_round_trips_through_its_dict():
-    from bench.cell import Cell
+    from bench.core.cell import Cell
 
     for cell in load(REPO / "matrices" / "paper.yaml").cells:
         again = Cell.from_dict(cell.to_dict())

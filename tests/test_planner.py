@@ -1,9 +1,9 @@
 from pathlib import Path
 
 from bench.__main__ import fitting
-from bench.matrix import load, parse
-from bench.planner import architecture, does_not_fit, predict
-from bench.runner import Step
+from bench.core.matrix import load, parse
+from bench.orchestration.runner import Step
+from bench.planning.planner import architecture, does_not_fit, predict
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,7 +51,7 @@ def test_cells_that_cannot_fit_the_visible_gpus_are_skipped_unless_forced(monkey
     need = predict(cell, data_dir).train_gb
     assert does_not_fit(predict(cell, data_dir), "train", []) is None  # no GPU: nothing to check
     assert "predicted" in does_not_fit(predict(cell, data_dir), "train", [need - 1])
-    monkeypatch.setattr("bench.doctor.gpu_memory_gb", lambda: [need - 1] * 4)
+    monkeypatch.setattr("bench.workers.doctor.gpu_memory_gb", lambda: [need - 1] * 4)
     steps = [Step(cell, "train"), Step(cell, "eval")]
     assert fitting(steps, data_dir, force=False) == [steps[1]]
     assert "skipped train" in capsys.readouterr().out
@@ -59,12 +59,12 @@ def test_cells_that_cannot_fit_the_visible_gpus_are_skipped_unless_forced(monkey
 
 
 def test_report_shows_the_planners_error_against_the_measurement():
-    from bench.records import RunRecord, Status
-    from bench.report import build_report
+    from bench.core.records import RunRecord, Status
+    from bench.report.build import build_report
 
     cells = load(REPO / "matrices" / "table1.yaml").cells
     cell = cells[0]
-    metrics = {"predicted_gpu_gb": 18.0, "predicted_basis": "bench.memory, seq_len~300",
+    metrics = {"predicted_gpu_gb": 18.0, "predicted_basis": "bench.planning.memory, seq_len~300",
                "gpu_mem_allocated_gb": [15.0], "gpu_mem_sum_gb": 15.0, "device": "H100"}  # fmt: skip
     record = RunRecord(
         cell.key, cell.id, cell.to_dict(), "train", Status.OK, "t0", "t1", 9.0, metrics=metrics

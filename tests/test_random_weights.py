@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.launch import Launcher
-from bench.matrix import parse
-from bench.runner import Step
+from bench.core.matrix import parse
+from bench.orchestration.launch import Launcher
+from bench.orchestration.runner import Step
 
 pytestmark = pytest.mark.slow
 ARCH = {
@@ -47,8 +47,8 @@ def test_random_weight_cell_trains_with_the_real_vocabulary_and_is_marked(tmp_pa
 def test_random_weights_load_through_from_pretrained_and_bitsandbytes(tmp_path, data_dir, bench_cache, bits):
     import torch
 
-    from bench.cell import ModelSpec
-    from bench.loading import load_model, quantized_linear_counts, resolve_source
+    from bench.core.cell import ModelSpec
+    from bench.models.loading import load_model, quantized_linear_counts, resolve_source
 
     arch = tmp_path / "arch"
     arch.mkdir()
@@ -73,7 +73,7 @@ def test_random_weights_load_through_from_pretrained_and_bitsandbytes(tmp_path, 
 
 
 def test_shipped_architectures_validate_and_unknown_ones_are_refused(tmp_path):
-    from bench.matrix import MatrixError, load
+    from bench.core.matrix import MatrixError, load
 
     repo = Path(__file__).resolve().parents[1]
     assert all(c.model.weights == "random" for c in load(repo / "matrices" / "table1.yaml").cells)

@@ -1,6 +1,6 @@
 """A matrix run survives kills, crashes, OOM and hangs without losing or corrupting a result.
 
-Real smoke runs on the tiny model (slow): faults are injected with BENCH_FAULT (bench.faults) and the
+Real smoke runs on the tiny model (slow): faults are injected with BENCH_FAULT (bench.workers.faults) and the
 runner is killed with SIGKILL at several points, then run again.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.faults import wanted
+from bench.workers.faults import wanted
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "hf_bench_test_secret_do_not_record_123"

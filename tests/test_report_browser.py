@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from test_report import MATRIX, smoke_inputs  # tests/ is on sys.path under pytest's default import mode
 
-from bench.render import write_reports
+from bench.report.render import write_reports
 
 pytestmark = pytest.mark.browser
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")

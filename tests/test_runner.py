@@ -2,10 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.matrix import parse
-from bench.records import RunRecord, Status
-from bench.runner import BusyError, Step, cell_status, exclusive_run, plan, run
-from bench.store import Store, latest
+from bench.core.matrix import parse
+from bench.core.records import RunRecord, Status
+from bench.core.store import Store, latest
+from bench.orchestration.runner import BusyError, Step, cell_status, exclusive_run, plan, run
 
 MATRIX = {
     "models": {"tiny": {"source": "tiny"}},

@@ -1,8 +1,8 @@
 import json
 import multiprocessing
 
-from bench.records import RunRecord, Status
-from bench.store import Store
+from bench.core.records import RunRecord, Status
+from bench.core.store import Store
 
 
 def make(i: int, status=Status.OK) -> RunRecord:
@@ -49,7 +49,7 @@ def test_concurrent_writers_never_interleave_lines(tmp_path):
 def test_unwritable_results_dir_is_a_clear_error(tmp_path):
     import pytest
 
-    from bench.store import StoreError
+    from bench.core.store import StoreError
 
     blocker = tmp_path / "file"
     blocker.write_text("")

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.catalog import TASKS
-from bench.data import load_splits
-from bench.scoring import LABELS, score
-from bench.taskcheck import check_tasks, list_tasks
+from bench.core.catalog import TASKS
+from bench.core.data import load_splits
+from bench.core.scoring import LABELS, score
+from bench.workers.taskcheck import check_tasks, list_tasks
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS_DIR = REPO / "tasks"
@@ -121,7 +121,7 @@ def test_check_tasks_reports_a_missing_dir(tmp_path):
 
 
 def test_stock_lm_eval_cli_runs_a_task_on_the_tiny_model(data_dir, tmp_path, monkeypatch):
-    from bench.tiny import tiny_model_dir
+    from bench.models.tiny import tiny_model_dir
 
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
     tiny_dir = tiny_model_dir(data_dir)

@@ -1,0 +1,66 @@
+"""The FinLoRA tasks bench knows: where their data lives and which tasks a training set feeds.
+
+Pure data (no torch). The prompts themselves live in tasks/ (lm-eval YAMLs); this catalog only
+says which files hold a task's rows and how training sets combine tasks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+# tasks/ at the top of the repository is installed as the package data `bench.tasks` (pyproject's
+# package-dir), so a wheel carries it and stock `lm_eval --include_path $(bench tasks --path)` works.
+TASKS_DIR = Path(str(resources.files("bench.tasks")))
+
+
+@dataclass(frozen=True)
+class TaskData:
+    name: str
+    family: str  # sentiment | headline | ner | xbrl
+    folder: str  # sub-folder of the data directory
+    train_files: tuple[str, ...]  # first that exists wins
+    test_files: tuple[str, ...]
+
+
+TASKS: dict[str, TaskData] = {
+    t.name: t
+    for t in (
+        TaskData("fpb", "sentiment", "fpb", ("train.jsonl",), ("test.jsonl",)),
+        TaskData("fiqa_sa", "sentiment", "fiqa_sa", ("train.jsonl",), ("test.jsonl",)),
+        TaskData("tfns", "sentiment", "tfns", ("train.jsonl",), ("test.jsonl",)),
+        TaskData("nwgi", "sentiment", "nwgi", ("train.jsonl",), ("test.jsonl",)),
+        TaskData(
+            "headline",
+            "headline",
+            "headline",
+            ("train.jsonl", "train_partial_rows71901-82160.jsonl"),
+            ("test.jsonl",),
+        ),
+        TaskData("ner", "ner", "ner", ("train.jsonl",), ("test.jsonl",)),
+        TaskData("xbrl_tags", "xbrl", "xbrl_tags", ("train.jsonl",), ("test.jsonl",)),
+        TaskData("xbrl_value", "xbrl", "xbrl_value", ("train.jsonl",), ("test.jsonl",)),
+    )
+}
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """A matrix `task` value: what one adapter trains on and what it is evaluated on."""
+
+    name: str
+    train_tasks: tuple[str, ...]
+    eval_tasks: tuple[str, ...]
+
+
+# Single-task sets for every task, plus the paper's multi-task sets.
+TRAINING_SETS: dict[str, TrainingSet] = {
+    **{name: TrainingSet(name, (name,), (name,)) for name in TASKS},
+    # The paper fine-tunes XBRL tags and values together (one adapter, both test sets).
+    "xbrl": TrainingSet("xbrl", ("xbrl_tags", "xbrl_value"), ("xbrl_tags", "xbrl_value")),
+    # The Dec 2024 paper's one sentiment adapter, evaluated on all four sentiment test sets.
+    "sentiment": TrainingSet(
+        "sentiment", ("fpb", "fiqa_sa", "tfns", "nwgi"), ("fpb", "fiqa_sa", "tfns", "nwgi")
+    ),
+}

@@ -1,0 +1,128 @@
+"""Cells: one (model, bits, rank, task, gpus, eval_bits) configuration with all its settings.
+
+Frozen values: any change to any field gives a new `key`, so a record can never be mistaken for
+another configuration's. Pure (no torch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+BITS = (4, 8, 16)
+OPTIMIZERS = ("zero_one_adam", "adamw")
+PRECISIONS = ("bf16", "fp32")
+SCORERS = ("finlora", "strict")
+WEIGHTS = ("pretrained", "random")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # the matrix's short name, used in ids and tables
+    source: str  # "tiny", a hub id, or a local directory
+    weights: str = "pretrained"  # pretrained | random (architecture only: resources, never accuracy)
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: float = 4.0
+    max_steps: int | None = None  # optimizer steps; caps epochs (smoke runs)
+    train_limit: int | None = None  # use at most this many training examples
+    lr: float = 1e-4
+    warmup_steps: int = 0
+    lora_alpha: int = 32
+    lora_dropout: float = 0.1
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj")
+    batch_per_gpu: int = 16
+    grad_accum: int = 1
+    max_seq_len: int = 512
+    optimizer: str = "zero_one_adam"
+    zero_stage: int = 0
+    precision: str = "bf16"  # GPU compute dtype; CPUs always compute in fp32 (bf16 is ~75x slower there)
+    gradient_checkpointing: bool = False
+    seed: int = 42
+    time_limit_s: int | None = None
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    limit: int | None = None  # examples per task; None = the whole test split
+    batch_size: int = 8
+    max_new_tokens: int | None = None  # None = the task's own setting in tasks/
+    scorer: str = "finlora"  # the scorer shown first; every record carries both
+    bootstrap: int = 1000
+    time_limit_s: int | None = None
+
+
+@dataclass(frozen=True)
+class Cell:
+    model: ModelSpec
+    task: str  # a training set name from bench.core.catalog.TRAINING_SETS
+    bits: int | None  # None = base model row (no adapter, evaluation only)
+    rank: int | None
+    gpus: int
+    eval_bits: int
+    train: TrainConfig | None
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    # Set by axes beyond the six above (e.g. batch): "b8". It names the cell; its settings already
+    # differ in train, so the key differs too. Left out of to_dict when empty, which keeps the keys
+    # (and so the records) of every cell made before such axes existed.
+    variant: str = ""
+
+    @property
+    def is_base(self) -> bool:
+        return self.bits is None
+
+    @property
+    def config_label(self) -> str:
+        return "base" if self.is_base else f"{self.bits}bit-r{self.rank}"
+
+    @property
+    def id(self) -> str:
+        text = f"{self.model.name}__{self.task}__{self.config_label}__{self.gpus}gpu__eval{self.eval_bits}bit"
+        return f"{text}__{self.variant}" if self.variant else text
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(canonical_json(self.to_dict()).encode()).hexdigest()[:16]
+
+    @property
+    def dirname(self) -> str:
+        return f"{self.id}-{self.key}"
+
+    def phases(self) -> tuple[str, ...]:
+        return ("eval",) if self.is_base else ("train", "eval")
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        if not data["variant"]:
+            del data["variant"]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Cell:
+        train = data.get("train")
+        return cls(
+            model=ModelSpec(**data["model"]),
+            task=data["task"],
+            bits=data["bits"],
+            rank=data["rank"],
+            gpus=data["gpus"],
+            eval_bits=data["eval_bits"],
+            train=None if train is None else _build(TrainConfig, train),
+            eval=_build(EvalConfig, data["eval"]),
+            variant=data.get("variant", ""),
+        )
+
+
+def _build(cls, data: dict):
+    known = {f.name for f in fields(cls)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+    return cls(**values)
+
+
+def canonical_json(data) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=list)

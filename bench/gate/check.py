@@ -1,0 +1,298 @@
+"""The regression gate: a matrix's current records against a committed baseline file. Pure (no torch).
+
+Baseline file (JSON, or YAML by extension), written by `bench check --update`:
+  {"matrix": "ci", "cells": {"<cell id>": {"key": "<cell key>", "metrics": {
+      "fpb/finlora/accuracy": {"value": 0.71, "tolerance": 0.05, "kind": "absolute", "better": "higher"},
+      "train_loss_last": {"value": 0.4, "tolerance": 0.3, "kind": "relative", "better": "lower"}}}}}
+Metrics: accuracy and weighted F1 per task under the cell's primary scorer; train_loss_last; and
+train_speed_vs_plain (bench tokens/s over the plain script's tokens/s on the same host), only where the
+store holds a plain-script record (phase "plain", written by `bench check --run` through
+bench.workers.plain) of the same cell from the same host: raw tokens/s from different machines say
+nothing about a regression.
+Only regressions fail: a score that rises or a loss that falls beyond the tolerance is "improved".
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from bench.core.cell import Cell
+from bench.core.records import RunRecord, Status
+from bench.core.store import latest
+
+SPEED = "train_speed_vs_plain"
+# a plain-script training run (bench.workers.plain) of a cell's settings, appended to the store
+PLAIN_PHASE = "plain"
+SPEED_HINT = (
+    "bench and the plain script run a minute or two apart; another busy process on the machine during "
+    "either one moves the ratio several-fold. Rerun on a quiet machine (a fresh --results-dir) first"
+)
+# metric suffix -> (kind, better, default tolerance); --update keeps a tolerance the file already has.
+RULES = {
+    "accuracy": ("absolute", "higher", 0.05),
+    "weighted_f1": ("absolute", "higher", 0.05),
+    "train_loss_last": ("relative", "lower", 0.3),
+    SPEED: ("relative", "higher", 0.3),
+}
+
+
+class CheckError(Exception):
+    """The baseline file is unreadable or malformed; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class Row:
+    cell: str
+    metric: str
+    baseline: float | None
+    now: float | None
+    tolerance: str
+    verdict: str  # ok | improved | new | REGRESSED | MISSING | NEW (a cell the baseline lacks)
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict in ("REGRESSED", "MISSING", "NEW")
+
+
+def rule(metric: str) -> tuple[str, str, float]:
+    return RULES[metric.rsplit("/", 1)[-1]]
+
+
+def current_metrics(
+    cells: tuple[Cell, ...], last: dict, records: list[RunRecord]
+) -> tuple[dict[str, dict], list[Row], list[str]]:
+    """Per cell id: {metric: value} from the latest ok records; rows for what is missing; notes."""
+    found, missing, notes = {}, [], []
+    for cell in cells:
+        values = {}
+        for phase in cell.phases():
+            record = last.get((cell.key, phase))
+            if record is None or record.status != Status.OK:
+                why = "no record" if record is None else f"{phase} {record.status}"
+                missing.append(Row(cell.id, f"({phase})", None, None, why, "MISSING"))
+                continue
+            values.update(_phase_metrics(cell, record, records, notes))
+        found[cell.id] = values
+    return found, missing, notes
+
+
+def _phase_metrics(cell: Cell, record: RunRecord, records: list[RunRecord], notes: list[str]) -> dict:
+    if record.phase == "eval":
+        primary = [s for s in record.scores if s.get("scorer") == cell.eval.scorer]
+        out = {}
+        for s in primary:
+            out[f"{s['task']}/{s['scorer']}/accuracy"] = s["accuracy"]
+            if s.get("weighted_f1") is not None:
+                out[f"{s['task']}/{s['scorer']}/weighted_f1"] = s["weighted_f1"]
+        return out
+    out = {"train_loss_last": record.metrics["train_loss_last"]}
+    plain = plain_speed(record, records)
+    host = record.env.get("host")
+    if plain:
+        out[SPEED] = record.metrics["tokens_per_s"] / plain
+    elif (tried := _newest_plain(record, records, ok=False)) is not None:
+        why = tried.error.splitlines()[-1] if tried.error else "see its log"
+        notes.append(f"{cell.id}: plain-script run on host {host} {tried.status} ({why}); speed not compared")
+    else:
+        notes.append(f"{cell.id}: no plain-script speed on host {host}; speed not compared")
+    return out
+
+
+def plain_speed(train: RunRecord, records: list[RunRecord]) -> float | None:
+    """tokens/s of the newest ok plain-script record of the same cell (every setting) from the same host,
+    made after `train`."""
+    plain = _newest_plain(train, records, ok=True)
+    return None if plain is None else float(plain.metrics["tokens_per_s"])
+
+
+def _newest_plain(train: RunRecord, records: list[RunRecord], ok: bool) -> RunRecord | None:
+    # Only after the train record: one from before measured the machine beside another bench run.
+    for record in reversed(records):
+        if record is train:
+            return None
+        if _is_plain(record, train.cell_key, train.env.get("host")) and (
+            not ok or (record.status == Status.OK and record.metrics.get("tokens_per_s"))
+        ):
+            return record
+    return None
+
+
+def _is_plain(record: RunRecord, cell_key: str, host: str | None) -> bool:
+    # The cell key, not just model/bits/rank: batch, sequence length, steps... all move tokens/s.
+    return record.phase == PLAIN_PHASE and record.cell_key == cell_key and record.env.get("host") == host
+
+
+def plain_needed(
+    cells: tuple[Cell, ...], records: list[RunRecord], host: str
+) -> tuple[list[tuple[Cell, RunRecord]], list[str]]:
+    """The trained cells that need a plain-script run on `host`, each with its latest train record; notes
+    for those that cannot have one here.
+
+    Needed: the cell's latest train record is ok, from this host, and no ok plain record from this host
+    follows it in the store. Not on every `--run`: a gate rerun over a store that already holds the pair
+    keeps it (a fresh plain run would pair a new denominator with an old bench run made under other load).
+    Not only when none exists at all: after a retrain the old plain run would pair with the new bench run.
+    A failed plain run does not count, so the next `--run` tries again.
+    """
+    last = latest(records)
+    todo, notes = [], []
+    for cell in cells:
+        train = last.get((cell.key, "train"))
+        if cell.is_base or train is None or train.status != Status.OK:
+            continue  # the gate reports the missing training itself
+        trained_on = train.env.get("host")
+        if trained_on != host:
+            notes.append(f"{cell.id}: trained on host {trained_on}, not here ({host}); no plain-script run")
+        elif cell.gpus > 1:
+            notes.append(f"{cell.id}: bench trains on {cell.gpus} processes, the plain script on one; no run")
+        elif _newest_plain(train, records, ok=True) is None:
+            todo.append((cell, train))
+    return todo, notes
+
+
+def compare(baseline: dict, current: dict[str, dict], keys: dict[str, str]) -> tuple[list[Row], list[str]]:
+    rows, notes = [], []
+    cells = baseline.get("cells", {})
+    for cell_id in sorted(set(cells) | set(current)):
+        if cell_id not in current:
+            rows.append(Row(cell_id, "(cell)", None, None, "not in the matrix", "MISSING"))
+            continue
+        if cell_id not in cells:
+            rows.append(Row(cell_id, "(cell)", None, None, "not in the baseline; --update", "NEW"))
+            continue
+        if cells[cell_id].get("key") not in (None, keys[cell_id]):
+            notes.append(f"{cell_id}: the matrix changed this cell's settings since the baseline was made")
+        rows += _compare_cell(cell_id, cells[cell_id].get("metrics", {}), current[cell_id])
+    return rows, notes
+
+
+def _compare_cell(cell_id: str, base: dict, now: dict) -> list[Row]:
+    rows = []
+    for metric in sorted(set(base) | set(now)):
+        if metric not in base:
+            rows.append(Row(cell_id, metric, None, now[metric], "not in the baseline", "new"))
+        elif metric not in now:
+            if metric == SPEED:  # the plain-script record is per machine: its absence is not a regression
+                continue
+            rows.append(Row(cell_id, metric, base[metric]["value"], None, "-", "MISSING"))
+        else:
+            rows.append(verdict(cell_id, metric, base[metric], now[metric]))
+    return rows
+
+
+def verdict(cell_id: str, metric: str, entry: dict, value: float) -> Row:
+    kind, better, tolerance = entry["kind"], entry["better"], entry["tolerance"]
+    ref = entry["value"]
+    allowed = tolerance * abs(ref) if kind == "relative" else tolerance
+    gain = (value - ref) if better == "higher" else (ref - value)  # positive = better than baseline
+    status = "REGRESSED" if gain < -allowed - 1e-12 else "improved" if gain > allowed else "ok"
+    text = f"±{tolerance:g}" if kind == "absolute" else f"±{100 * tolerance:g}%"
+    return Row(cell_id, metric, ref, value, f"{text} ({better} better)", status)
+
+
+def load_baseline(path: Path) -> dict:
+    if not path.is_file():
+        raise CheckError(f"{path}: no such baseline file; create it with `bench check MATRIX --update`")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise CheckError(f"{path}: not valid {'YAML' if path.suffix != '.json' else 'JSON'} ({exc})") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("cells"), dict):
+        raise CheckError(f"{path}: needs a mapping with 'cells': {{cell id: {{metrics: ...}}}}")
+    for cell_id, cell in data["cells"].items():
+        for metric, entry in (cell or {}).get("metrics", {}).items():
+            data["cells"][cell_id]["metrics"][metric] = _entry(path, cell_id, metric, entry)
+    return data
+
+
+def _entry(path: Path, cell_id: str, metric: str, entry) -> dict:
+    where = f"{path}: cells.{cell_id}.metrics.{metric}"
+    if not isinstance(entry, dict) or not isinstance(entry.get("value"), int | float):
+        raise CheckError(f"{where}: needs a numeric 'value' (and 'tolerance')")
+    try:
+        kind, better, tolerance = rule(metric)
+    except KeyError:
+        kind, better, tolerance = entry.get("kind"), entry.get("better"), None
+    full = {"kind": kind, "better": better, "tolerance": tolerance, **entry}
+    if full["kind"] not in ("absolute", "relative") or full["better"] not in ("higher", "lower"):
+        raise CheckError(f"{where}: 'kind' must be absolute|relative and 'better' higher|lower")
+    if not isinstance(full["tolerance"], int | float) or full["tolerance"] < 0:
+        raise CheckError(f"{where}: 'tolerance' must be a number >= 0")
+    return full
+
+
+def updated(old: dict | None, matrix: str, current: dict[str, dict], keys: dict[str, str]) -> dict:
+    """A new baseline from the current values, keeping every tolerance (and kind, better) already set."""
+    cells = {}
+    for cell_id in sorted(current):
+        before = ((old or {}).get("cells", {}).get(cell_id) or {}).get("metrics", {})
+        metrics = {}
+        for metric, value in sorted(current[cell_id].items()):
+            kind, better, tolerance = rule(metric)
+            keep = before.get(metric, {})
+            metrics[metric] = {
+                "value": round(value, 5),
+                "tolerance": keep.get("tolerance", tolerance),
+                "kind": keep.get("kind", kind),
+                "better": keep.get("better", better),
+            }
+        cells[cell_id] = {"key": keys[cell_id], "metrics": metrics}
+    extra = {k: v for k, v in (old or {}).items() if k not in ("matrix", "cells")}  # notes survive
+    return {"matrix": matrix, **extra, "cells": cells}
+
+
+def write_baseline(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix in (".yaml", ".yml"):
+        text = yaml.safe_dump(data, sort_keys=False)
+    else:
+        text = json.dumps(data, indent=2) + "\n"
+    path.write_text(text, encoding="utf-8")
+
+
+def table(rows: list[Row]) -> str:
+    head = ("cell", "metric", "baseline", "now", "delta", "tolerance", "verdict")
+    body = [
+        (r.cell, r.metric, _num(r.baseline), _num(r.now), _delta(r), r.tolerance, r.verdict) for r in rows
+    ]
+    widths = [max(len(line[i]) for line in [head, *body]) for i in range(len(head))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip()
+                     for line in [head, *body])  # fmt: skip
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _delta(row: Row) -> str:
+    if row.baseline is None or row.now is None:
+        return "-"
+    return f"{round(row.now - row.baseline, 4) + 0.0:+.4f}"  # + 0.0: no "-0.0000"
+
+
+def gate(
+    cells: tuple[Cell, ...], matrix: str, records: list[RunRecord], path: Path, update: bool
+) -> tuple[int, str]:
+    """(exit status, text): 1 on a regression or a missing cell/record; --update rewrites the file instead."""
+    keys = {c.id: c.key for c in cells}
+    current, missing, notes = current_metrics(cells, latest(records), records)
+    lines = [f"note: {n}" for n in notes]
+    if update:
+        if missing:
+            return 1, "\n".join([*lines, table(missing), f"not updated: {path} needs every cell's records"])
+        old = load_baseline(path) if path.exists() else None
+        write_baseline(path, updated(old, matrix, current, keys))
+        count = sum(len(m) for m in current.values())
+        return 0, "\n".join([*lines, f"wrote {path}: {len(current)} cells, {count} metrics"])
+    rows, more = compare(load_baseline(path), current, keys)
+    rows = missing + rows
+    failed = [r for r in rows if r.failed]
+    verdict = f"FAILED: {len(failed)} of {len(rows)} checks" if failed else f"passed: {len(rows)} checks"
+    if any(r.metric == SPEED for r in failed):
+        verdict += f"\n{SPEED}: {SPEED_HINT}"
+    return (1 if failed else 0), "\n".join([*lines, *(f"note: {n}" for n in more), table(rows), verdict])

@@ -1,0 +1,94 @@
+"""Worker-side model loading: resolve a model source, quantize with bitsandbytes, count layers."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from bench.core.cell import ModelSpec
+
+QUANTIZED_CLASSES = ("Linear4bit", "Linear8bitLt")
+
+
+def resolve_source(spec: ModelSpec, data_dir: Path) -> str:
+    """A local directory (built, packaged or given), or a hub id for transformers to fetch (no hub here)."""
+    if spec.weights == "random":
+        from bench.models.random_weights import random_model_dir
+
+        return str(random_model_dir(spec.source, data_dir))
+    if spec.source == "tiny":
+        from bench.models.tiny import tiny_model_dir
+
+        return str(tiny_model_dir(data_dir))
+    from bench.models.packaged import is_packaged, packaged_model_dir
+
+    if is_packaged(spec.source):  # a model shipped in a PyPI wheel, converted once into the cache
+        return str(packaged_model_dir(spec.source))
+    local = Path(spec.source).expanduser()
+    return str(local.resolve()) if local.exists() else spec.source
+
+
+def compute_dtype(device: torch.device, precision: str = "bf16") -> torch.dtype:
+    # On CPU bf16 matmuls are ~75x slower than fp32 (STACK-NOTES), so CPUs always compute in fp32.
+    if device.type == "cuda" and precision == "bf16":
+        return torch.bfloat16
+    return torch.float32
+
+
+def quantization_config(bits: int, dtype: torch.dtype):
+    from transformers import BitsAndBytesConfig
+
+    if bits == 4:
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+        )
+    if bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return None
+
+
+def load_tokenizer(source: str, spec: ModelSpec):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        source, revision=spec.revision, trust_remote_code=spec.trust_remote_code
+    )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(source: str, spec: ModelSpec, bits: int, dtype: torch.dtype, device_map):
+    """from_pretrained with bitsandbytes at `bits`; random-weight folders feed it lazy random tensors."""
+    from transformers import AutoModelForCausalLM
+
+    quantization = quantization_config(bits, dtype)
+    if spec.weights == "random":  # `source` is random_model_dir(): a config and a tokenizer only
+        from bench.models.random_weights import load_random
+
+        return load_random(source, dtype=dtype, quantization_config=quantization, device_map=device_map)
+    return AutoModelForCausalLM.from_pretrained(
+        source,
+        revision=spec.revision,
+        trust_remote_code=spec.trust_remote_code,
+        dtype=dtype,
+        quantization_config=quantization,
+        device_map=device_map,
+    )
+
+
+def quantized_linear_counts(model) -> dict[str, int]:
+    # Only bitsandbytes' own layers: peft's LoRA wrappers around them reuse the class names.
+    counts = Counter(
+        type(m).__name__ for m in model.modules() if type(m).__module__.startswith("bitsandbytes")
+    )
+    return {name: counts[name] for name in QUANTIZED_CLASSES if counts[name]}
+
+
+def directory_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())

@@ -1,0 +1,87 @@
+"""The `tiny` model: a random-init Llama with a byte-level BPE tokenizer trained on task text.
+
+Built once per (config, text) into a cache folder, under a file lock so that parallel worker
+ranks never race: the first builds into a temporary folder and renames it into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from bench.core.catalog import TASKS
+from bench.core.data import load_rows, task_files
+from bench.models.model_cache import build_once
+
+TINY_CONFIG = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 8192,
+    "tie_word_embeddings": False,
+}
+VOCAB_SIZE = 2048
+ROWS_PER_FILE = 2000
+SPECIAL_TOKENS = ("<|endoftext|>", "<pad>")
+
+
+def corpus(data_dir: Path) -> list[str]:
+    """The first rows of every task file present: enough text for a stable small vocabulary."""
+    texts = []
+    for task in sorted(TASKS):
+        for path in task_files(task, data_dir):
+            if path is not None:
+                rows = load_rows(path)[:ROWS_PER_FILE]
+                texts.extend(r["context"] + r["target"] for r in rows)
+    return texts
+
+
+def tiny_model_dir(data_dir: Path) -> Path:
+    texts = corpus(data_dir)
+    digest = hashlib.sha256(json.dumps([TINY_CONFIG, VOCAB_SIZE, texts]).encode()).hexdigest()[:12]
+    return build_once(f"tiny-{digest}", lambda out: build_tiny(out, texts))
+
+
+def train_tokenizer(texts: list[str], vocab_size: int = VOCAB_SIZE):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token=SPECIAL_TOKENS[0],
+        bos_token=SPECIAL_TOKENS[0],
+        pad_token=SPECIAL_TOKENS[1],
+        padding_side="left",
+    )
+
+
+def build_tiny(out_dir: Path, texts: list[str], seed: int = 0) -> Path:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = train_tokenizer(texts)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **TINY_CONFIG,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir

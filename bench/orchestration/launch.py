@@ -1,0 +1,246 @@
+"""One subprocess per (cell, phase): torchrun with one process per GPU for training, a single
+process for layer-split evaluation, or one evaluation process for a group of cells on the same base
+(loaded once). Turns whatever happened into one RunRecord per cell.
+
+Workers write `<phase>-outcome.json` (status, metrics, scores, ...). A worker that dies without
+one, overruns its time limit, or runs out of memory still becomes a record, with its log's tail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.core.records import RunRecord, Status, environment, now
+from bench.orchestration.orphans import die_with_parent, remember
+from bench.orchestration.runner import Step
+from bench.planning.planner import predict
+from bench.workers.protocol import STARTED
+
+PROGRESS_PREFIX = "progress: "
+LOG_TAIL_LINES = 40
+OOM_MARKERS = ("OutOfMemoryError", "CUDA out of memory", "CUBLAS_STATUS_ALLOC_FAILED")
+
+
+@dataclass(frozen=True)
+class Launcher:
+    results_dir: Path
+    data_dir: Path
+    matrix: str
+    echo: bool = True  # print workers' progress lines
+
+    def cell_dir(self, step: Step) -> Path:
+        return self.results_dir / "cells" / step.cell.dirname
+
+    def command(self, step: Step, *cell_dirs: Path) -> list[str]:
+        worker = [*(a for d in cell_dirs for a in ("--cell-dir", str(d))), "--data-dir", str(self.data_dir)]
+        if step.phase == "train":
+            return [
+                sys.executable, "-m", "torch.distributed.run", "--standalone",
+                f"--nproc_per_node={step.cell.gpus}", "-m", "bench.workers.train", *worker,
+            ]  # fmt: skip
+        return [sys.executable, "-m", "bench.workers.evaluate", *worker]
+
+    def __call__(self, step: Step) -> RunRecord:
+        cell_dir = self._prepare(step)
+        log_path = cell_dir / f"{step.phase}.log"
+        config = step.cell.train if step.phase == "train" else step.cell.eval
+        started, t0 = now(), time.monotonic()
+        returncode, timed_out = self.run_process(
+            self.command(step, cell_dir), log_path, config.time_limit_s, cell_dir / f"{step.phase}.pid"
+        )
+        outcome = read_outcome(cell_dir / f"{step.phase}-outcome.json")
+        status, error = classify(returncode, timed_out, outcome, log_path, config.time_limit_s)
+        return self._record(step, outcome, status, error, log_path, started, time.monotonic() - t0)
+
+    def group(self, steps: Sequence[Step], emit: Callable[[RunRecord], None]) -> None:
+        """Evaluate cells that share a base in one worker, calling `emit` with each cell's record as soon
+        as its outcome file appears. If the worker dies or overruns inside a cell, that cell gets the
+        failure and the cells it never reached go to a fresh worker; if it dies before any cell
+        started (loading the shared base), every cell gets that failure."""
+        dirs = [self._prepare(step) for step in steps]
+        for d in dirs:
+            (d / STARTED).unlink(missing_ok=True)
+        log_path = dirs[0] / "eval.log"
+        limits = [step.cell.eval.time_limit_s for step in steps]
+        limit = None if None in limits else sum(limits)
+        started, t0, pending = now(), time.monotonic(), list(range(len(steps)))
+        clock = [t0]  # each cell's record gets the wall time since the previous one's
+
+        def collect() -> bool:
+            """Emit finished cells; True when the cell in progress overran its own time limit."""
+            while pending and (dirs[pending[0]] / "eval-outcome.json").is_file():
+                i = pending.pop(0)
+                outcome = read_outcome(dirs[i] / "eval-outcome.json")
+                status, error = Status(outcome.get("status", "failed")), outcome.get("error")
+                wall, clock[0] = time.monotonic() - clock[0], time.monotonic()
+                emit(self._record(steps[i], outcome, status, error, log_path, started, wall))
+            return bool(pending) and _overran(dirs[pending[0]] / STARTED, limits[pending[0]])
+
+        returncode, timed_out = self.run_process(
+            self.command(steps[0], *dirs), log_path, limit, dirs[0] / "eval.pid", on_tick=collect
+        )
+        collect()
+        if not pending:
+            return
+        first = pending[0]
+        reached = [i for i in pending if (dirs[i] / STARTED).is_file()]
+        own_limit = limits[first] if reached and _overran(dirs[first] / STARTED, limits[first]) else limit
+        status, error = classify(returncode, timed_out, {}, log_path, own_limit)
+        hit = pending if not reached else [first]  # nothing started: the shared load is what failed
+        for i in hit:
+            emit(self._record(steps[i], {}, status, error, log_path, started, time.monotonic() - clock[0]))
+        rest = [steps[i] for i in pending if i not in hit]
+        if len(rest) > 1:
+            self.group(rest, emit)
+        elif rest:
+            emit(self(rest[0]))
+
+    def _prepare(self, step: Step) -> Path:
+        cell_dir = self.cell_dir(step)
+        cell_dir.mkdir(parents=True, exist_ok=True)
+        (cell_dir / "cell.json").write_text(json.dumps(step.cell.to_dict(), indent=1, sort_keys=True))
+        (cell_dir / f"{step.phase}-outcome.json").unlink(missing_ok=True)
+        return cell_dir
+
+    def _record(self, step, outcome, status, error, log_path, started, wall) -> RunRecord:
+        prediction = predict(step.cell, self.data_dir)  # kept beside the measurement: the planner's error
+        return RunRecord(
+            cell_key=step.cell.key,
+            cell_id=step.cell.id,
+            cell=step.cell.to_dict(),
+            phase=step.phase,
+            status=status,
+            started_at=started,
+            finished_at=now(),
+            wall_s=round(wall, 3),
+            matrix=self.matrix,
+            metrics={
+                **outcome.get("metrics", {}),
+                **(prediction.to_metrics(step.phase) if prediction else {}),
+            },
+            scores=outcome.get("scores", []),
+            data=outcome.get("data", []),
+            env=environment(),
+            artifacts={
+                "log": str(log_path.relative_to(self.results_dir)),
+                **{
+                    k: str(Path(v).relative_to(self.results_dir))
+                    for k, v in outcome.get("artifacts", {}).items()
+                },
+            },
+            notes=outcome.get("notes", []),
+            error=error,
+            log_tail=None if status == Status.OK else tail_of(log_path),
+        )
+
+    def run_process(
+        self, command: list[str], log_path: Path, limit: int | None, pid_file: Path, on_tick=None
+    ) -> tuple[int, bool]:
+        env = {**os.environ, "BENCH_DATA": str(self.data_dir), "PYTHONUNBUFFERED": "1"}
+        with open(log_path, "w") as log:
+            log.write("$ " + " ".join(command) + "\n")
+            log.flush()
+            # A new session, so that a timeout can end the worker and every process it started.
+            proc = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                start_new_session=True, text=True, errors="replace", preexec_fn=die_with_parent,
+            )  # fmt: skip
+            remember(pid_file, proc.pid)
+            pump = threading.Thread(target=self._pump, args=(proc, log), daemon=True)
+            pump.start()
+            try:
+                _wait(proc, limit, on_tick)
+                timed_out = False
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                timed_out = True
+            finally:
+                if proc.poll() is None:  # the runner itself is being stopped
+                    _kill_group(proc)
+            pump.join(timeout=10)
+        pid_file.unlink(missing_ok=True)
+        return proc.returncode, timed_out
+
+    def _pump(self, proc: subprocess.Popen, log) -> None:
+        for line in proc.stdout:
+            log.write(line)
+            log.flush()
+            if self.echo and line.startswith(PROGRESS_PREFIX):
+                print("    " + line[len(PROGRESS_PREFIX) :].rstrip(), flush=True)
+
+
+def _overran(started_mark: Path, limit: int | None) -> bool:
+    try:
+        return limit is not None and time.time() - started_mark.stat().st_mtime > limit
+    except FileNotFoundError:  # the cell has not started
+        return False
+
+
+def _wait(proc: subprocess.Popen, limit: int | None, on_tick) -> None:
+    """proc.wait(limit), calling on_tick about once a second meanwhile (records as cells finish); an
+    on_tick that returns True ends the wait as an overrun."""
+    if on_tick is None:
+        proc.wait(timeout=limit)
+        return
+    deadline = None if limit is None else time.monotonic() + limit
+    while True:
+        try:
+            proc.wait(timeout=1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic())))
+            return
+        except subprocess.TimeoutExpired:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise
+            if on_tick():
+                raise
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=10)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def read_outcome(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def classify(returncode, timed_out, outcome, log_path, limit) -> tuple[Status, str | None]:
+    if timed_out:
+        return Status.TIMEOUT, f"exceeded the cell's time limit of {limit}s; raise time_limit_s to allow more"
+    if outcome.get("status"):
+        return Status(outcome["status"]), outcome.get("error")
+    tail = tail_of(log_path) or ""
+    if any(marker in tail for marker in OOM_MARKERS):
+        return Status.OOM, "out of memory (see log tail)"
+    if returncode is not None and returncode < 0:
+        name = signal.Signals(-returncode).name
+        hint = " (the kernel's OOM killer sends SIGKILL)" if returncode == -signal.SIGKILL else ""
+        return Status.FAILED, f"worker killed by {name}{hint}"
+    return Status.FAILED, f"worker exited with status {returncode} and wrote no outcome (see log tail)"
+
+
+def tail_of(path: Path, lines: int = LOG_TAIL_LINES) -> str | None:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return None
+    return "\n".join(text.splitlines()[-lines:])

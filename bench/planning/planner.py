@@ -1,0 +1,97 @@
+"""Predicted GPU memory per cell, before it runs: for `bench plan`, the runner's fit check and records.
+
+Pure (no torch). The architecture comes from config.json (shipped configs, local directories, the tiny
+model's known sizes); hub ids without a local config have no prediction. Sequence length: batches are
+padded to their longest row and length-grouped, so the peak comes from the longest training rows,
+estimated at ~4 characters per token and capped at max_seq_len.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.core.catalog import TRAINING_SETS
+from bench.core.cell import Cell, ModelSpec
+from bench.core.data import DataError, load_splits
+from bench.models import CONFIGS_DIR
+from bench.planning.memory import GIB, predict_eval, predict_training
+
+CHARS_PER_TOKEN = 4.0
+
+EVAL_NEW_TOKENS = 30  # the larger of the task families' max_gen_toks
+
+
+@dataclass(frozen=True)
+class Prediction:
+    train_gb: float | None  # torch peak allocated per GPU during training (None for base rows)
+    eval_gb: float  # per GPU, layers split over the cell's GPUs
+    seq_len: int
+    basis: str
+
+    def to_metrics(self, phase: str) -> dict:
+        value = self.train_gb if phase == "train" else self.eval_gb
+        return {"predicted_gpu_gb": value, "predicted_basis": self.basis}
+
+
+def architecture(spec: ModelSpec) -> dict | None:
+    if spec.source == "tiny":
+        from bench.models.tiny import (  # plain constants; bench.models.tiny imports torch lazily
+            TINY_CONFIG,
+            VOCAB_SIZE,
+        )
+
+        return {**TINY_CONFIG, "vocab_size": VOCAB_SIZE}
+    # A hub id like meta-llama/Llama-3.1-8B-Instruct uses the shipped copy of its config.json.
+    shipped = (CONFIGS_DIR / spec.source, CONFIGS_DIR / spec.source.split("/")[-1].lower())
+    for folder in (*shipped, Path(spec.source).expanduser()):
+        if (folder / "config.json").is_file():
+            return json.loads((folder / "config.json").read_text())
+    return None
+
+
+def longest_tokens(cell: Cell, data_dir: Path | None) -> int:
+    cap = cell.train.max_seq_len if cell.train else 512
+    if data_dir is None:
+        return cap
+    try:
+        tasks = TRAINING_SETS[cell.task].train_tasks
+        rows = [r for t in tasks for r in load_splits(t, data_dir).train]
+    except DataError:
+        return cap
+    longest = max((len(r["context"]) + len(r["target"]) for r in rows), default=cap * CHARS_PER_TOKEN)
+    return max(1, min(cap, round(longest / CHARS_PER_TOKEN)))
+
+
+def predict(cell: Cell, data_dir: Path | None = None) -> Prediction | None:
+    """What a GPU run of the cell will allocate, per GPU (the CPU has no such limit)."""
+    config = architecture(cell.model)
+    if config is None:
+        return None
+    seq = longest_tokens(cell, data_dir)
+    evaluation = predict_eval(config, cell.eval_bits, cell.eval.batch_size, seq, EVAL_NEW_TOKENS, cell.gpus)
+    train_gb = None
+    if not cell.is_base:
+        cfg = cell.train
+        training = predict_training(
+            config, cell.bits, cell.rank, cfg.target_modules, cfg.batch_per_gpu, seq,
+            cfg.gradient_checkpointing, cfg.optimizer, cfg.zero_stage, cell.gpus,
+            # prepare_model_for_kbit_training leaves norms, embeddings and lm_head in fp32 (4-bit, 8-bit)
+            compute_bytes=4 if cell.bits in (4, 8) or cfg.precision == "fp32" else 2,
+        )  # fmt: skip
+        train_gb = round(training.allocated_per_gpu / GIB, 2)
+    basis = (
+        f"bench.planning.memory, seq_len~{seq} (longest training rows at ~{CHARS_PER_TOKEN:.0f} chars/token)"
+    )
+    return Prediction(train_gb, round(evaluation.allocated_per_gpu / GIB, 2), seq, basis)
+
+
+def does_not_fit(prediction: Prediction | None, phase: str, gpu_gb: list[float]) -> str | None:
+    """Why the phase cannot fit the visible GPUs, or None (no GPUs: nothing to check)."""
+    if prediction is None or not gpu_gb:
+        return None
+    need = prediction.train_gb if phase == "train" else prediction.eval_gb
+    if need is None or need <= min(gpu_gb):
+        return None
+    return f"predicted {need:.1f} GiB per GPU, the smallest visible GPU has {min(gpu_gb):.1f} GiB"

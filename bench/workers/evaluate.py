@@ -1,0 +1,238 @@
+"""Evaluation worker: the base quantized to eval_bits (8-bit by default, as in the paper), its
+layers split over all visible GPUs, the cell's adapter on top, lm-eval on the tasks in tasks/.
+
+Scores come from bench.core.scoring on lm-eval's logged outputs, both scorers, with bootstrap intervals.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from bench.core.catalog import TRAINING_SETS
+from bench.core.data import load_splits
+from bench.core.scoring import SCORERS, bootstrap_ci, score
+from bench.models.loading import compute_dtype, load_model, load_tokenizer, resolve_source
+from bench.models.random_weights import NOTE as RANDOM_NOTE
+from bench.workers import faults
+from bench.workers.examples import task_manager
+from bench.workers.measure import (
+    Clock,
+    NvmlSampler,
+    device_names,
+    memory_fields,
+    peak_rss_gb,
+    reset_torch_peaks,
+    torch_peaks_gb,
+)
+from bench.workers.protocol import STARTED, failure, parse_args, progress, read_cell, write_outcome
+
+
+def main(argv=None) -> int:
+    """One or more cells on one base (same model, eval_bits, GPUs): the base loads once, then each
+    cell's adapter goes on and off it. Every cell gets its own outcome file as soon as it is done."""
+    args = parse_args(argv, "bench evaluation worker", many=True)
+    cells = [(read_cell(d), d) for d in args.cell_dir]
+    once_per_message(logging.getLogger("bitsandbytes.autograd._functions"))
+    try:
+        with Clock() as load_clock:
+            base, tokenizer = load_base(cells[0][0], args.data_dir)
+    except Exception as exc:  # the shared load failed: that is every cell's result
+        for _, cell_dir in cells:
+            write_outcome(cell_dir / "eval-outcome.json", failure(exc))
+        return 1
+    model, failed = base, 0
+    for number, (cell, cell_dir) in enumerate(cells):
+        (cell_dir / STARTED).touch()  # the launcher's way to tell which cell a dead worker was on
+        try:
+            model, load_s = with_adapter(model, cell, cell_dir / "adapter")
+            reused = {"base_load_s": round(load_clock.seconds, 3), "base_shared_by": len(cells),
+                      "base_reused": number > 0}  # fmt: skip
+            outcome = evaluate_cell(cell, cell_dir, args.data_dir, model, tokenizer,
+                                    load_s + (0.0 if number else load_clock.seconds), reused)  # fmt: skip
+        except Exception as exc:  # a failure is a result: record it, go on with the next cell
+            outcome, failed = failure(exc), failed + 1
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        write_outcome(cell_dir / "eval-outcome.json", outcome)
+    return 1 if failed else 0
+
+
+def layer_split_device_map():
+    """Every GPU gets a contiguous share of the layers (naive pipeline parallelism, as the paper)."""
+    gpus = torch.cuda.device_count()
+    if gpus == 0:
+        return {"": "cpu"}
+    return {"": 0} if gpus == 1 else "balanced"
+
+
+def load_base(cell, data_dir: Path):
+    source = resolve_source(cell.model, data_dir)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer = load_tokenizer(source, cell.model)
+    model = load_model(source, cell.model, cell.eval_bits, compute_dtype(device), layer_split_device_map())
+    model.eval()
+    return model, tokenizer
+
+
+def with_adapter(model, cell, adapter_dir: Path):
+    """The model to evaluate `cell` with: the base alone, or with the cell's adapter as the only
+    active one (peft adds it beside the previous cell's, switches, then drops the previous one)."""
+    from peft import PeftModel
+
+    faults.inject("eval", cell.id)
+    with Clock() as clock:
+        if cell.is_base:
+            if isinstance(model, PeftModel):  # a base row after an adapter: unwrap, adapters removed
+                model = model.unload()
+        elif not isinstance(model, PeftModel):
+            model = PeftModel.from_pretrained(model, adapter_dir, adapter_name=cell.key)
+        else:
+            previous = model.active_adapter
+            model.load_adapter(adapter_dir, adapter_name=cell.key)
+            model.set_adapter(cell.key)
+            model.delete_adapter(previous)
+        model.eval()
+    return model, clock.seconds
+
+
+def evaluate_cell(
+    cell, cell_dir: Path, data_dir: Path, model, tokenizer, load_s: float, reused: dict
+) -> dict:
+    from lm_eval.evaluator import evaluate
+
+    from bench.workers.lm import BenchLM
+
+    tasks = list(TRAINING_SETS[cell.task].eval_tasks)
+    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    gen_kwargs = {"max_gen_toks": cell.eval.max_new_tokens} if cell.eval.max_new_tokens else None
+    with Clock() as tasks_clock:  # the task data: loading, not evaluating
+        loaded = load_tasks(tasks, data_dir, gen_kwargs)
+    lm = BenchLM(pretrained=model, tokenizer=tokenizer, batch_size=cell.eval.batch_size)
+    indices = list(range(torch.cuda.device_count()))
+    reset_torch_peaks(device)
+    sampler = NvmlSampler(indices)
+    progress(f"evaluating {cell.config_label}: {', '.join(tasks)} (limit {cell.eval.limit})")
+    with sampler, Clock() as eval_clock:
+        results = evaluate(
+            lm=lm, task_dict=loaded, limit=cell.eval.limit, log_samples=True, bootstrap_iters=0,
+            fewshot_as_multiturn=True,
+        )  # fmt: skip
+    scores, examples = [], 0
+    for task in tasks:
+        samples = sorted(results["samples"][task], key=lambda s: s["doc_id"])
+        outputs = [s["filtered_resps"][0] for s in samples]
+        targets = [s["target"] for s in samples]
+        write_samples(cell_dir / f"samples_{task}.jsonl", samples)
+        scores += task_scores(task, outputs, targets, cell, results, data_dir)
+        examples += len(samples)
+    peaks = [torch_peaks_gb(torch.device("cuda", i)) for i in indices] or [(None, None)]
+    metrics = {
+        "load_s": round(load_s + tasks_clock.seconds, 3),
+        **reused,
+        "eval_s": round(eval_clock.seconds, 3),
+        "examples": examples,
+        "s_per_example": round(eval_clock.seconds / max(examples, 1), 4),
+        "examples_per_s": round(examples / eval_clock.seconds, 3),
+        "eval_bits": cell.eval_bits,
+        "device": device_names()[0],
+        "devices": device_names(),
+        "device_map": dict(Counter(str(d) for d in getattr(model, "hf_device_map", {"": "cpu"}).values())),
+        "lm_eval": {t: _plain(results["results"].get(t, {})) for t in tasks},
+        **memory_fields([p[0] for p in peaks], [p[1] for p in peaks], sampler.peaks_gb(), sampler.error,
+                        [peak_rss_gb()]),
+    }  # fmt: skip
+    artifacts = {f"samples_{t}": str(cell_dir / f"samples_{t}.jsonl") for t in tasks}
+    data = [load_splits(t, data_dir).info.to_dict() for t in tasks]
+    notes = [RANDOM_NOTE] if cell.model.weights == "random" else []
+    return {"status": "ok", "metrics": metrics, "scores": scores, "data": data, "artifacts": artifacts,
+            "notes": notes}  # fmt: skip
+
+
+def once_per_message(logger: logging.Logger) -> None:
+    """bitsandbytes logs "MatMul8bitLt: inputs will be cast ... to float16" on every 8-bit matmul whose
+    input is not fp16 (fp32 on CPU, bf16 on GPUs): 7 lines per layer per generated token, written
+    through the worker's log pipe (profile: 240 writes, ~10% of a tiny-model eval). Once is enough."""
+    seen: set[str] = set()
+
+    def first_time(record: logging.LogRecord) -> bool:
+        fresh = record.msg not in seen
+        seen.add(record.msg)
+        return fresh
+
+    logger.addFilter(first_time)
+
+
+def load_tasks(tasks: list[str], data_dir: Path, gen_kwargs: dict | None) -> dict:
+    """The tasks set up as lm_eval.simple_evaluate sets them up before it calls evaluate().
+
+    simple_evaluate then also collects an environment report (pip list, git, collect_env: about 1 s of
+    subprocesses per run, half of a small eval's time in the profile) that bench never reads; bench
+    records its own environment. Calling evaluate() directly keeps the generations and scores.
+    """
+    import random
+
+    import numpy as np
+    from lm_eval.defaults import DEFAULT_OTHER_SEED
+
+    random.seed(0)  # simple_evaluate's seeds, as bench called it (random_seed=0, others default)
+    np.random.seed(DEFAULT_OTHER_SEED)
+    torch.manual_seed(DEFAULT_OTHER_SEED)
+    loaded = task_manager(data_dir).load(tasks)
+    for task in loaded["tasks"].values():
+        if gen_kwargs and task.get_config("output_type") == "generate_until":
+            task.set_config(key="generation_kwargs", value=gen_kwargs, update=True)
+        if task.get_config("num_fewshot") is None:
+            task.set_config(key="num_fewshot", value=0)
+        task.set_fewshot_seed(seed=DEFAULT_OTHER_SEED)
+    return loaded
+
+
+def task_scores(task, outputs, targets, cell, results, data_dir) -> list[dict]:
+    config = results.get("configs", {}).get(task, {})
+    max_new = (config.get("generation_kwargs") or {}).get("max_gen_toks")
+    local = load_splits(task, data_dir).info.local_split
+    out = []
+    for scorer in SCORERS:
+        point = score(task, outputs, targets, scorer)
+        ci = (
+            bootstrap_ci(task, outputs, targets, scorer, n_resamples=cell.eval.bootstrap)
+            if cell.eval.bootstrap
+            else {}
+        )
+        out.append({
+            "task": task, "scorer": scorer, "n": len(outputs),
+            "accuracy": point["accuracy"], "weighted_f1": point.get("weighted_f1"),
+            "accuracy_ci": _pair(ci.get("accuracy")), "weighted_f1_ci": _pair(ci.get("weighted_f1")),
+            "decoding": "greedy", "max_new_tokens": cell.eval.max_new_tokens or max_new, "local_split": local,
+        })  # fmt: skip
+    return out
+
+
+def _pair(value):
+    return None if value is None else [round(float(v), 5) for v in value]
+
+
+def _plain(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float | str)}
+
+
+def write_samples(path: Path, samples: list[dict]) -> None:
+    with open(path, "w") as fh:
+        for s in samples:
+            row = {
+                "doc_id": s["doc_id"],
+                "output": s["filtered_resps"][0],
+                "raw": s["resps"][0][0],
+                "target": s["target"],
+            }
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""bench's lm-eval model: HFLM whose generation also stops once every answer in the batch is complete.
+
+The tasks score only the first non-empty line of a generation (bench.core.scoring.answer_text), and run
+without a newline stop because weak models open with "\\n". So a batch may stop as soon as each of
+its sequences has ended such a line: the scores are the ones a full-length generation gives, with
+fewer decode steps for models that keep talking after their answer (base rows, XBRL's 30 tokens).
+"""
+
+from __future__ import annotations
+
+import torch
+import transformers
+from lm_eval.models.huggingface import HFLM
+from lm_eval.models.utils_hf import stop_sequences_criteria
+
+from bench.core.scoring import answer_complete
+
+
+class AnswersComplete(transformers.StoppingCriteria):
+    """True once every sequence has either ended (an end-of-sequence id) or holds a finished first
+    non-empty line. transformers ORs the criteria over the whole batch, so a sequence that ended on
+    EOS must count as done here too, or a batch mixing both kinds would never stop early."""
+
+    def __init__(self, tokenizer, prompt_length: int, batch_size: int, eos_ids: list[int]):
+        self.tokenizer, self.prompt_length = tokenizer, prompt_length
+        self.eos = torch.tensor(sorted(set(eos_ids)), dtype=torch.long)
+        self.done = [False] * batch_size
+
+    def __call__(self, input_ids, scores, **kwargs) -> bool:
+        pending = [i for i, done in enumerate(self.done) if not done]
+        new = input_ids[pending, self.prompt_length :]
+        ended = torch.isin(new, self.eos.to(new.device)).any(dim=1).tolist()
+        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        for i, stop, text in zip(pending, ended, texts, strict=True):
+            self.done[i] = stop or answer_complete(text)
+        return all(self.done)
+
+
+class BenchLM(HFLM):
+    def _model_generate(self, context, max_length: int, stop: list[str], **generation_kwargs):
+        # HFLM's own settings (greedy when temperature is 0, its stop sequences), plus AnswersComplete.
+        if generation_kwargs.get("temperature", 0.0) == 0.0 and generation_kwargs.get("do_sample") is None:
+            generation_kwargs["do_sample"] = False
+        if generation_kwargs.get("do_sample") is False:
+            generation_kwargs.pop("temperature", None)
+        criteria = stop_sequences_criteria(self.tokenizer, stop, context.shape[1], context.shape[0])
+        criteria.append(AnswersComplete(self.tokenizer, context.shape[1], context.shape[0], self._eos_ids()))
+        return self.model.generate(
+            input_ids=context,
+            max_length=max_length,
+            stopping_criteria=criteria,
+            pad_token_id=self.tokenizer.pad_token_id,
+            use_cache=True,
+            **generation_kwargs,
+        )
+
+    def _eos_ids(self) -> list[int]:
+        configured = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        ids = configured if isinstance(configured, list) else [configured]
+        return [i for i in (*ids, self.tokenizer.eos_token_id) if i is not None]

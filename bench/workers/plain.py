@@ -1,0 +1,213 @@
+"""The plain-script baseline: QLoRA fine-tuning the way a competent user writes it with the standard tools
+(transformers Trainer + peft + bitsandbytes), nothing from bench's training loop in the timed part.
+
+Same quantization, LoRA config, examples, batch size, optimizer steps, lr, clipping and loss (target
+tokens only) as a bench training cell. The examples come from bench.workers.examples.training_pairs so
+that both sides see exactly the same rows in the same order of availability; tokenizing, batching
+and the loop are the Trainer's own (random sampler, DataCollatorForSeq2Seq padding to the longest
+in each batch, or to --max-seq-len with --padding max_length).
+
+    python -m bench.workers.plain --model DIR --data-dir DATA --bits 4 --rank 4 --steps 20 --out result.json
+
+The regression gate runs it through bench.gate.plain_run (`bench check --run`); benchmarks/speed.py through
+benchmarks/plain_trainer.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="local model directory")
+    p.add_argument("--data-dir", type=Path, required=True)
+    p.add_argument("--task", default="fpb")
+    p.add_argument("--bits", type=int, choices=(4, 8, 16), default=4)
+    p.add_argument("--rank", type=int, default=4)
+    p.add_argument("--alpha", type=int, default=32)
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--targets", default="q_proj,k_proj,v_proj")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--max-seq-len", type=int, default=512)
+    p.add_argument("--train-limit", type=int, default=None)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="GPU compute dtype")
+    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--padding", choices=("longest", "max_length"), default="longest")
+    p.add_argument("--out", type=Path, required=True, help="JSON result file")
+    return p.parse_args(argv)
+
+
+def load_model(args, dtype):
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    quant = None
+    if args.bits == 4:
+        quant = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+        )
+    elif args.bits == 8:
+        quant = BitsAndBytesConfig(load_in_8bit=True)
+    device_map = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
+    model = AutoModelForCausalLM.from_pretrained(
+        args.model, dtype=dtype, quantization_config=quant, device_map=device_map
+    )
+    model.config.use_cache = False
+    checkpointing = args.gradient_checkpointing
+    if quant is not None:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
+    elif checkpointing:
+        model.gradient_checkpointing_enable()
+    lora = LoraConfig(
+        r=args.rank,
+        lora_alpha=args.alpha,
+        lora_dropout=args.dropout,
+        target_modules=args.targets.split(","),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def tokenized_dataset(args, tokenizer):
+    """prompt + target + EOS, labels -100 on the prompt (the usual SFT recipe)."""
+    from datasets import Dataset
+
+    from bench.core.catalog import TRAINING_SETS
+    from bench.workers.examples import training_pairs
+
+    tasks = TRAINING_SETS[args.task].train_tasks
+    pairs = training_pairs(tasks, args.data_dir, args.train_limit, args.seed)
+
+    def tokenize(row):
+        prompt = tokenizer(row["prompt"]).input_ids
+        target = tokenizer(row["target"], add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+        prompt = prompt[-max(0, args.max_seq_len - len(target)) :]  # keep the question at the end
+        ids = (prompt + target)[: args.max_seq_len]
+        labels = ([-100] * len(prompt) + target)[: args.max_seq_len]
+        return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
+
+    rows = Dataset.from_list([{"prompt": p, "target": t} for p, t in pairs])
+    return rows.map(tokenize, remove_columns=rows.column_names)
+
+
+class Counting:
+    """Wraps the collator to count each batch's real (non-pad) tokens and examples on the host.
+
+    accelerate's loader fetches one batch ahead, so only the first steps x grad_accum batches count.
+    """
+
+    def __init__(self, collator):
+        self.collator, self.batches = collator, []
+
+    def __call__(self, features):
+        self.batches.append((sum(len(f["input_ids"]) for f in features), len(features)))
+        return self.collator(features)
+
+    def totals(self, micro_batches: int) -> tuple[int, int]:
+        used = self.batches[:micro_batches]
+        return sum(t for t, _ in used), sum(n for _, n in used)
+
+
+def main(argv=None) -> int:
+    import torch
+    from transformers import (
+        AutoTokenizer,
+        DataCollatorForSeq2Seq,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
+
+    args = parse_args(argv)
+    on_gpu = torch.cuda.is_available()
+    # As bench: bf16 compute on GPUs (unless --precision fp32); fp32 on CPUs, where bf16 is ~75x slower.
+    bf16 = on_gpu and args.precision == "bf16"
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    torch.manual_seed(args.seed)
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    tokenizer.padding_side = "right"  # training: positions must start at 0 on every row
+    model = load_model(args, dtype)
+    dataset = tokenized_dataset(args, tokenizer)
+    pad = {"padding": True} if args.padding == "longest" else {"padding": "max_length"}
+    collator = Counting(
+        DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, max_length=args.max_seq_len, **pad)
+    )
+    clock = {}
+
+    class Timer(TrainerCallback):  # the loop only: as bench's train_s, which excludes engine setup
+        def on_train_begin(self, *a, **k):
+            torch.cuda.synchronize() if on_gpu else None
+            clock["t0"] = time.perf_counter()
+
+        def on_train_end(self, *a, **k):
+            torch.cuda.synchronize() if on_gpu else None
+            clock["s"] = time.perf_counter() - clock["t0"]
+
+        def on_log(self, _args, state, _control, logs=None, **k):  # bench's launcher echoes these lines
+            if logs and "loss" in logs:
+                print(f"progress: step {state.global_step}/{state.max_steps} loss {logs['loss']:.4f}")
+
+    with tempfile.TemporaryDirectory() as out_dir:
+        training_args = TrainingArguments(
+            output_dir=out_dir,
+            per_device_train_batch_size=args.batch,
+            gradient_accumulation_steps=args.grad_accum,
+            max_steps=args.steps,
+            learning_rate=args.lr,
+            lr_scheduler_type="constant_with_warmup" if args.warmup_steps else "constant",
+            warmup_steps=args.warmup_steps,
+            weight_decay=0.0,
+            max_grad_norm=1.0,
+            optim="adamw_torch",
+            logging_steps=max(1, args.steps // 10),
+            save_strategy="no",
+            report_to="none",
+            seed=args.seed,
+            bf16=bf16,
+            use_cpu=not on_gpu,
+            disable_tqdm=True,
+        )
+        trainer = Trainer(
+            model=model,
+            args=training_args,
+            train_dataset=dataset,
+            data_collator=collator,
+            callbacks=[Timer()],
+        )
+        result = trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    tokens, examples = collator.totals(result.global_step * args.grad_accum)
+    out = {
+        "train_s": round(clock["s"], 3),
+        "tokens": tokens,
+        "examples": examples,
+        "tokens_per_s": round(tokens / clock["s"], 2),
+        "examples_per_s": round(examples / clock["s"], 3),
+        "steps": result.global_step,
+        "train_loss_first": losses[0] if losses else None,
+        "train_loss_last": losses[-1] if losses else None,
+        "padding": args.padding,
+        "torch_threads": torch.get_num_threads(),
+    }
+    args.out.write_text(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,246 @@
+"""Training worker: one process per GPU (torchrun). bitsandbytes-quantized base + peft LoRA,
+trained on the DeepSpeed engine; writes the adapter and train-outcome.json.
+
+Run by the launcher: python -m torch.distributed.run --nproc_per_node N -m bench.workers.train
+    --cell-dir D --data-dir P
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+
+from bench.core.catalog import TRAINING_SETS
+from bench.core.data import load_splits
+from bench.models.loading import (
+    compute_dtype,
+    directory_bytes,
+    load_model,
+    load_tokenizer,
+    quantized_linear_counts,
+    resolve_source,
+)  # fmt: skip
+from bench.models.random_weights import NOTE as RANDOM_NOTE
+from bench.workers import faults
+from bench.workers.examples import (
+    encode,
+    keeps_logits,
+    length_grouped_batches,
+    make_batch,
+    target_loss,
+    training_pairs,
+)
+from bench.workers.measure import (
+    Clock,
+    NvmlSampler,
+    device_names,
+    memory_fields,
+    peak_rss_gb,
+    reset_torch_peaks,
+    torch_peaks_gb,
+)
+from bench.workers.optim import choose_optimizer, deepspeed_config
+from bench.workers.protocol import failure, parse_args, progress, read_cell, write_outcome
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv, "bench training worker")
+    cell = read_cell(args.cell_dir)
+    init_distributed()
+    try:
+        outcome = train_cell(cell, args.cell_dir, args.data_dir)
+    except Exception as exc:  # a failure is a result: record it, let the matrix go on
+        write_outcome(args.cell_dir / "train-outcome.json", failure(exc))
+        return 1
+    if dist.get_rank() == 0:
+        write_outcome(args.cell_dir / "train-outcome.json", outcome)
+    dist.barrier()
+    dist.destroy_process_group()  # without it one rank can abort at exit
+    return 0
+
+
+def init_distributed() -> None:
+    import deepspeed
+
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("MASTER_PORT", "29511")
+    if not torch.cuda.is_available():
+        # Skips a ~55 s JIT build of a shared-memory op that gloo on CPU does not need.
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+
+
+def pick_device(world: int) -> torch.device:
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    if torch.cuda.device_count() < world:
+        raise RuntimeError(f"the cell asks for {world} GPUs, this machine has {torch.cuda.device_count()}")
+    local = int(os.environ["LOCAL_RANK"])
+    torch.cuda.set_device(local)
+    return torch.device("cuda", local)
+
+
+def build_model(cell, source: str, device: torch.device):
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    cfg = cell.train
+    dtype = compute_dtype(device, cfg.precision)
+    device_map = {"": device.index if device.type == "cuda" else "cpu"}
+    model = load_model(source, cell.model, cell.bits, dtype, device_map)
+    model.config.use_cache = False
+    if cell.bits in (4, 8):
+        # As in QLoRA: norms and embeddings in fp32, inputs require grad for checkpointing.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    elif cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
+    lora = LoraConfig(
+        r=cell.rank,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, lora)
+    for param in model.parameters():
+        if param.requires_grad:  # LoRA weights train in fp32 whatever the base computes in
+            param.data = param.data.float()
+    return model
+
+
+def train_cell(cell, cell_dir, data_dir) -> dict:
+    import deepspeed
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    device = pick_device(world)
+    cfg = cell.train
+    faults.inject("train", cell.id)
+    torch.manual_seed(cfg.seed)
+    source = resolve_source(cell.model, data_dir)
+    with Clock() as load_clock:
+        tokenizer = load_tokenizer(source, cell.model)
+        model = build_model(cell, source, device)
+    quantized = quantized_linear_counts(model)
+    trainable, total = model.get_nb_trainable_parameters()
+
+    train_tasks = TRAINING_SETS[cell.task].train_tasks
+    pairs = training_pairs(train_tasks, data_dir, cfg.train_limit, cfg.seed)
+    encoded = [encode(tokenizer, p, t, cfg.max_seq_len) for p, t in pairs]
+    optimizer, fallback = choose_optimizer(cfg.optimizer, device)
+    batches_per_rank = len(encoded) // cfg.batch_per_gpu // world
+    if batches_per_rank == 0:
+        raise ValueError(
+            f"{len(encoded)} training examples do not make one batch of {cfg.batch_per_gpu} per rank"
+        )
+    total_steps = cfg.max_steps or math.ceil(cfg.epochs * batches_per_rank / cfg.grad_accum)
+    ds_config = deepspeed_config(cfg, world, optimizer, total_steps)
+    params = [p for p in model.parameters() if p.requires_grad]
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=params, config=ds_config)
+
+    reset_torch_peaks(device)
+    sampler = NvmlSampler([device.index] if device.type == "cuda" else [])
+    with sampler, Clock() as train_clock:
+        stats = train_loop(engine, encoded, cfg, total_steps, tokenizer.pad_token_id, device)
+    allocated, reserved = torch_peaks_gb(device)
+    nvml = sampler.peaks_gb()
+    gathered = [None] * world
+    dist.all_gather_object(gathered, (allocated, reserved, nvml[0] if nvml else None, peak_rss_gb()))
+    if rank != 0:
+        return {}
+    adapter_dir = cell_dir / "adapter"
+    engine.module.save_pretrained(adapter_dir)
+    memory = memory_fields(
+        [g[0] for g in gathered], [g[1] for g in gathered], [g[2] for g in gathered], sampler.error,
+        [g[3] for g in gathered],
+    )  # fmt: skip
+    on_gpu = device.type == "cuda"
+    metrics = {
+        "load_s": round(load_clock.seconds, 3),
+        "train_s": round(train_clock.seconds, 3),
+        "tokens_per_s": round(stats["tokens"] / train_clock.seconds, 2),
+        "examples_per_s": round(stats["examples"] / train_clock.seconds, 3),
+        "steps": stats["steps"],
+        "examples_seen": stats["examples"],
+        "train_examples": len(encoded),
+        "truncated_examples": sum(e.truncated for e in encoded),
+        "train_loss_first": stats["curve"][0][1],
+        "train_loss_last": stats["curve"][-1][1],
+        "loss_curve": stats["curve"],
+        "trainable_params": trainable,
+        "total_params": total,
+        "model_bytes": engine.module.get_memory_footprint(),
+        "quantized_linear": quantized,
+        "optimizer": optimizer,
+        "optimizer_requested": cfg.optimizer,
+        "optimizer_fallback": fallback,
+        "precision": "bf16 compute, fp32 LoRA weights"
+        if compute_dtype(device, cfg.precision) == torch.bfloat16
+        else "fp32",
+        "zero_stage": cfg.zero_stage,
+        "world_size": world,
+        "batch_per_gpu": cfg.batch_per_gpu,
+        "grad_accum": cfg.grad_accum,
+        "device": device_names()[0],
+        "devices": device_names()[:world] if on_gpu else ["cpu"] * world,
+        "wall_hours": round(train_clock.seconds / 3600, 5),
+        "gpu_hours": round(train_clock.seconds * world / 3600, 5) if on_gpu else None,
+        "adapter_bytes": directory_bytes(adapter_dir),
+        **memory,
+    }
+    notes = [f"optimizer fallback: AdamW instead of 0/1 Adam ({fallback})"] if fallback else []
+    if cell.model.weights == "random":
+        notes.append(RANDOM_NOTE)
+    data = [load_splits(task, data_dir).info.to_dict() for task in train_tasks]
+    return {"status": "ok", "metrics": metrics, "notes": notes, "data": data,
+            "artifacts": {"adapter": str(adapter_dir)}}  # fmt: skip
+
+
+def train_loop(engine, encoded, cfg, total_steps: int, pad_id: int, device) -> dict:
+    """The optimizer steps. No device sync per step: tokens are counted on the host and the losses are
+    reduced across ranks only at report points (10 a run), so the host runs ahead and prepares the
+    next batch while the device computes (profile: the per-step .item() and all_reduce)."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    lengths = [len(e.input_ids) for e in encoded]
+    sliced = keeps_logits(engine.module)
+    curve, pending, step, epoch, micro, tokens, examples = [], [], 0, 0, 0, 0, 0
+    window_loss = torch.zeros((), device=device)
+    report_every = max(1, total_steps // 10)
+    engine.train()
+    while step < total_steps:
+        batches = length_grouped_batches(lengths, cfg.batch_per_gpu, cfg.seed + epoch, world)
+        for indices in batches[rank::world]:
+            batch = make_batch([encoded[i] for i in indices], pad_id, device)
+            loss = target_loss(engine, batch, sliced)
+            engine.backward(loss)
+            engine.step()
+            window_loss = window_loss + loss.detach().float()
+            tokens, examples, micro = tokens + batch.tokens, examples + batch.rows, micro + 1
+            if micro % cfg.grad_accum:
+                continue
+            step += 1
+            pending.append(window_loss / cfg.grad_accum)
+            window_loss = torch.zeros((), device=device)
+            if step % report_every == 0 or step == total_steps:
+                means = torch.stack(pending)
+                dist.all_reduce(means)  # one collective and one sync for the steps since the last report
+                first = step - len(pending) + 1
+                curve += [[first + i, round(v / world, 5)] for i, v in enumerate(means.tolist())]
+                pending = []
+                if rank == 0:
+                    progress(f"step {step}/{total_steps} loss {curve[-1][1]:.4f} epoch {epoch}")
+            if step >= total_steps:
+                break
+        epoch += 1
+    counts = torch.tensor([tokens, examples], dtype=torch.float64, device=device)
+    dist.all_reduce(counts)
+    return {"steps": step, "curve": curve, "tokens": counts[0].item(), "examples": int(counts[1].item())}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
