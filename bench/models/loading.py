@@ -8,26 +8,22 @@ from pathlib import Path
 import torch
 
 from bench.core.cell import ModelSpec
+from bench.models.sources import kind_of
 
 QUANTIZED_CLASSES = ("Linear4bit", "Linear8bitLt")
 
 
 def resolve_source(spec: ModelSpec, data_dir: Path) -> str:
     """A local directory (built, packaged or given), or a hub id for transformers to fetch (no hub here)."""
-    if spec.weights == "random":
-        from bench.models.random_weights import random_model_dir
+    return kind_of(spec).resolve(spec, data_dir)
 
-        return str(random_model_dir(spec.source, data_dir))
-    if spec.source == "tiny":
-        from bench.models.tiny import tiny_model_dir
 
-        return str(tiny_model_dir(data_dir))
-    from bench.models.packaged import is_packaged, packaged_model_dir
+def resolve_local(spec: ModelSpec, data_dir: Path) -> str:
+    return str(Path(spec.source).expanduser().resolve())
 
-    if is_packaged(spec.source):  # a model shipped in a PyPI wheel, converted once into the cache
-        return str(packaged_model_dir(spec.source))
-    local = Path(spec.source).expanduser()
-    return str(local.resolve()) if local.exists() else spec.source
+
+def resolve_hub(spec: ModelSpec, data_dir: Path) -> str:
+    return spec.source
 
 
 def compute_dtype(device: torch.device, precision: str = "bf16") -> torch.dtype:

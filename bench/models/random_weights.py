@@ -17,6 +17,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from bench.core.cell import ModelSpec
 from bench.models import CONFIGS_DIR
 from bench.models.model_cache import build_once
 
@@ -37,6 +38,10 @@ def architecture_dir(source: str) -> Path:
     raise FileNotFoundError(
         f"no architecture config for {source!r}: use one of {known} or a folder with config.json"
     )
+
+
+def resolve(spec: ModelSpec, data_dir: Path) -> Path:
+    return random_model_dir(spec.source, data_dir)
 
 
 def random_model_dir(source: str, data_dir: Path) -> Path:

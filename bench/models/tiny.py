@@ -11,19 +11,12 @@ import json
 from pathlib import Path
 
 from bench.core.catalog import TASKS
+from bench.core.cell import ModelSpec
 from bench.core.data import load_rows, task_files
 from bench.models.model_cache import build_once
+from bench.models.sources import TINY_CONFIG
+from bench.models.sources import TINY_VOCAB_SIZE as VOCAB_SIZE
 
-TINY_CONFIG = {
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 8192,
-    "tie_word_embeddings": False,
-}
-VOCAB_SIZE = 2048
 ROWS_PER_FILE = 2000
 SPECIAL_TOKENS = ("<|endoftext|>", "<pad>")
 
@@ -37,6 +30,10 @@ def corpus(data_dir: Path) -> list[str]:
                 rows = load_rows(path)[:ROWS_PER_FILE]
                 texts.extend(r["context"] + r["target"] for r in rows)
     return texts
+
+
+def resolve(spec: ModelSpec, data_dir: Path) -> Path:
+    return tiny_model_dir(data_dir)
 
 
 def tiny_model_dir(data_dir: Path) -> Path:

@@ -8,14 +8,15 @@ estimated at ~4 characters per token and capped at max_seq_len.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from bench.core.catalog import TRAINING_SETS
 from bench.core.cell import Cell, ModelSpec
 from bench.core.data import DataError, load_splits
-from bench.models import CONFIGS_DIR
+from bench.core.records import Phase
+from bench.models.sources import kind_of
 from bench.planning.memory import GIB, predict_eval, predict_training
 
 CHARS_PER_TOKEN = 4.0
@@ -31,24 +32,13 @@ class Prediction:
     basis: str
 
     def to_metrics(self, phase: str) -> dict:
-        value = self.train_gb if phase == "train" else self.eval_gb
+        value = self.train_gb if phase == Phase.TRAIN else self.eval_gb
         return {"predicted_gpu_gb": value, "predicted_basis": self.basis}
 
 
 def architecture(spec: ModelSpec) -> dict | None:
-    if spec.source == "tiny":
-        from bench.models.tiny import (  # plain constants; bench.models.tiny imports torch lazily
-            TINY_CONFIG,
-            VOCAB_SIZE,
-        )
-
-        return {**TINY_CONFIG, "vocab_size": VOCAB_SIZE}
-    # A hub id like meta-llama/Llama-3.1-8B-Instruct uses the shipped copy of its config.json.
-    shipped = (CONFIGS_DIR / spec.source, CONFIGS_DIR / spec.source.split("/")[-1].lower())
-    for folder in (*shipped, Path(spec.source).expanduser()):
-        if (folder / "config.json").is_file():
-            return json.loads((folder / "config.json").read_text())
-    return None
+    """config.json values of the cell's model, from its source kind; None where none is at hand."""
+    return kind_of(spec).architecture(spec)
 
 
 def longest_tokens(cell: Cell, data_dir: Path | None) -> int:
@@ -64,6 +54,7 @@ def longest_tokens(cell: Cell, data_dir: Path | None) -> int:
     return max(1, min(cap, round(longest / CHARS_PER_TOKEN)))
 
 
+@lru_cache(maxsize=1024)  # plan, the fit check and every record of a run ask for the same cells
 def predict(cell: Cell, data_dir: Path | None = None) -> Prediction | None:
     """What a GPU run of the cell will allocate, per GPU (the CPU has no such limit)."""
     config = architecture(cell.model)
@@ -91,7 +82,7 @@ def does_not_fit(prediction: Prediction | None, phase: str, gpu_gb: list[float])
     """Why the phase cannot fit the visible GPUs, or None (no GPUs: nothing to check)."""
     if prediction is None or not gpu_gb:
         return None
-    need = prediction.train_gb if phase == "train" else prediction.eval_gb
+    need = prediction.train_gb if phase == Phase.TRAIN else prediction.eval_gb
     if need is None or need <= min(gpu_gb):
         return None
     return f"predicted {need:.1f} GiB per GPU, the smallest visible GPU has {min(gpu_gb):.1f} GiB"
