@@ -10,6 +10,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 
+from bench.core.records import Phase
+
 BITS = (4, 8, 16)
 OPTIMIZERS = ("zero_one_adam", "adamw")
 PRECISIONS = ("bf16", "fp32")
@@ -93,8 +95,8 @@ class Cell:
     def dirname(self) -> str:
         return f"{self.id}-{self.key}"
 
-    def phases(self) -> tuple[str, ...]:
-        return ("eval",) if self.is_base else ("train", "eval")
+    def phases(self) -> tuple[Phase, ...]:
+        return (Phase.EVAL,) if self.is_base else (Phase.TRAIN, Phase.EVAL)
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -6,6 +6,7 @@ Pure (no torch): device facts come from the workers' outcome files.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import platform
 import socket
 import subprocess
@@ -28,12 +29,21 @@ class Status(StrEnum):
     TIMEOUT = "timeout"
 
 
+class Phase(StrEnum):
+    """What a record is the outcome of: a cell's training, its evaluation, or the plain-script
+    baseline run of its training settings (`bench check --run`)."""
+
+    TRAIN = "train"
+    EVAL = "eval"
+    PLAIN = "plain"
+
+
 @dataclass(frozen=True)
 class RunRecord:
     cell_key: str
     cell_id: str
     cell: dict
-    phase: str  # train | eval
+    phase: Phase
     status: Status
     started_at: str
     finished_at: str
@@ -51,14 +61,14 @@ class RunRecord:
 
     def to_dict(self) -> dict:
         out = asdict(self)
-        out["status"] = str(self.status)
+        out["status"], out["phase"] = str(self.status), str(self.phase)
         return out
 
     @classmethod
     def from_dict(cls, data: dict) -> RunRecord:
         known = cls.__dataclass_fields__
         values = {k: v for k, v in data.items() if k in known}
-        values["status"] = Status(values["status"])
+        values["status"], values["phase"] = Status(values["status"]), Phase(values["phase"])
         return cls(**values)
 
 
@@ -91,6 +101,11 @@ def git_sha(cwd: Path | None = None) -> str | None:
 
 def environment() -> dict:
     """Facts about the machine that wrote a record. Never environment variables: they hold secrets."""
+    return dict(_environment())
+
+
+@functools.cache  # once per process: package versions and two git subprocesses per record add up
+def _environment() -> dict:
     return {
         "host": socket.gethostname(),
         "platform": platform.platform(),

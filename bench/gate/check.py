@@ -21,22 +21,22 @@ from pathlib import Path
 import yaml
 
 from bench.core.cell import Cell
-from bench.core.records import RunRecord, Status
+from bench.core.metrics import METRICS
+from bench.core.records import Phase, RunRecord, Status
 from bench.core.store import latest
 
 SPEED = "train_speed_vs_plain"
-# a plain-script training run (bench.workers.plain) of a cell's settings, appended to the store
-PLAIN_PHASE = "plain"
 SPEED_HINT = (
     "bench and the plain script run a minute or two apart; another busy process on the machine during "
     "either one moves the ratio several-fold. Rerun on a quiet machine (a fresh --results-dir) first"
 )
-# metric suffix -> (kind, better, default tolerance); --update keeps a tolerance the file already has.
-RULES = {
-    "accuracy": ("absolute", "higher", 0.05),
-    "weighted_f1": ("absolute", "higher", 0.05),
-    "train_loss_last": ("relative", "lower", 0.3),
-    SPEED: ("relative", "higher", 0.3),
+# metric suffix -> (kind, default tolerance); the better direction comes from the metric registry.
+# --update keeps a tolerance the file already has.
+TOLERANCES = {
+    "accuracy": ("absolute", 0.05),
+    "weighted_f1": ("absolute", 0.05),
+    "train_loss_last": ("relative", 0.3),
+    SPEED: ("relative", 0.3),
 }
 
 
@@ -59,7 +59,10 @@ class Row:
 
 
 def rule(metric: str) -> tuple[str, str, float]:
-    return RULES[metric.rsplit("/", 1)[-1]]
+    """(kind, better, default tolerance) of a gated metric, e.g. 'fpb/finlora/accuracy'."""
+    name = metric.rsplit("/", 1)[-1]
+    kind, tolerance = TOLERANCES[name]
+    return kind, "lower" if METRICS[name].lower_is_better else "higher", tolerance
 
 
 def current_metrics(
@@ -81,7 +84,7 @@ def current_metrics(
 
 
 def _phase_metrics(cell: Cell, record: RunRecord, records: list[RunRecord], notes: list[str]) -> dict:
-    if record.phase == "eval":
+    if record.phase == Phase.EVAL:
         primary = [s for s in record.scores if s.get("scorer") == cell.eval.scorer]
         out = {}
         for s in primary:
@@ -123,7 +126,7 @@ def _newest_plain(train: RunRecord, records: list[RunRecord], ok: bool) -> RunRe
 
 def _is_plain(record: RunRecord, cell_key: str, host: str | None) -> bool:
     # The cell key, not just model/bits/rank: batch, sequence length, steps... all move tokens/s.
-    return record.phase == PLAIN_PHASE and record.cell_key == cell_key and record.env.get("host") == host
+    return record.phase == Phase.PLAIN and record.cell_key == cell_key and record.env.get("host") == host
 
 
 def plain_needed(
@@ -141,7 +144,7 @@ def plain_needed(
     last = latest(records)
     todo, notes = [], []
     for cell in cells:
-        train = last.get((cell.key, "train"))
+        train = last.get((cell.key, Phase.TRAIN))
         if cell.is_base or train is None or train.status != Status.OK:
             continue  # the gate reports the missing training itself
         trained_on = train.env.get("host")

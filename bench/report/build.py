@@ -12,13 +12,12 @@ from dataclasses import dataclass
 import pandas as pd
 
 from bench.core.cell import Cell
-from bench.core.records import RunRecord
+from bench.core.metrics import METRICS, Metric
+from bench.core.records import Phase, RunRecord
 from bench.report.model import (
-    METRICS,
     CellState,
     Column,
     Entry,
-    Metric,
     Table,
     cell_states,
     config_key,
@@ -70,7 +69,8 @@ class Report:
         return frame.astype({name: "Int64" for name in INT_COLUMNS})
 
 
-BENCH_PHASES = ("train", "eval")  # a store also holds the gate's plain-script runs ("plain"): not bench's
+# A store also holds the gate's plain-script runs (Phase.PLAIN): not bench's own.
+BENCH_PHASES = (Phase.TRAIN, Phase.EVAL)
 SCORER_NOTES = {
     "finlora": "the paper code's keyword mapping",
     "strict": "first valid label; an unparsed answer is an error",
@@ -78,8 +78,14 @@ SCORER_NOTES = {
 
 
 def build_report(
-    matrix: str, description: str, cells: list[Cell], records: list[RunRecord], published: dict
+    matrix: str,
+    description: str,
+    cells: list[Cell],
+    records: list[RunRecord],
+    published: dict,
+    skipped: dict[str, str] | None = None,
 ) -> Report:
+    """`skipped`: cell key -> why the fit check skipped it (shown as "skipped: would not fit")."""
     keys = {c.key for c in cells}
     mine = [r for r in records if r.cell_key in keys and r.phase in BENCH_PHASES]
     if not mine:
@@ -88,7 +94,7 @@ def build_report(
             f"run `bench run` on it first, or point --results-dir at the store that holds its results"
         )
     stale = sum(1 for r in records if r.matrix == matrix and r.cell_key not in keys)
-    states = cell_states(cells, mine)
+    states = cell_states(cells, mine, skipped)
     names = scorers(states)
     tables = [results_table(states, name, i == 0) for i, name in enumerate(names)]
     tables += [resources_table(states), *comparison_tables(states, published)]
@@ -168,7 +174,7 @@ def problem_lists(states: list[CellState]) -> tuple[tuple[str, tuple[str, ...]],
     for st in states:
         status, phase = st.outcome
         if status in groups:
-            why = first_line(st.record(phase))
+            why = first_line(st.record(phase)) or st.skipped
             groups[status].append(f"{st.cell.id}: {st.label}" + (f" — {why}" if why else ""))
     titles = {
         "not_run": "Missing (not run)",

@@ -1,4 +1,4 @@
-"""The report's display model: metrics with their display metadata, tables of formatted entries,
+"""The report's display model: tables of formatted entries,
 and each cell's outcome from its newest records.
 
 Pure (no torch). Every number is formatted here, once, from its metric's display metadata, so the
@@ -11,84 +11,10 @@ from dataclasses import dataclass
 
 from bench.core.catalog import TASKS, TRAINING_SETS
 from bench.core.cell import Cell
-from bench.core.records import RunRecord, Status
+from bench.core.metrics import Metric
+from bench.core.records import Phase, RunRecord, Status
 from bench.core.store import latest
-
-
-def _bytes(value: float) -> str:
-    # Decimal units, as the paper's GB figures are.
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if abs(value) >= scale:
-            return f"{value / scale:.2f} {unit}"
-    return f"{value:.0f} B"
-
-
-def _count(value: float) -> str:
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(value) >= scale:
-            return f"{value / scale:.2f}{unit}"
-    return f"{value:.0f}"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.2f} h"
-
-
-FORMATS = {
-    "pct": lambda v: f"{100 * v:.1f}",
-    "pct2": lambda v: f"{v:.2f}",  # already in percent (published numbers, deltas in points)
-    "delta_pp": lambda v: f"{v:+.2f}",
-    "f1": lambda v: f"{v:.3f}",
-    "delta_f1": lambda v: f"{v:+.3f}",
-    "gb": lambda v: f"{v:.2f}",
-    "hours": lambda v: f"{v:.3f}",
-    "rate": lambda v: f"{v:,.1f}",
-    "seconds": lambda v: f"{v:.3f}",
-    "bytes": _bytes,
-    "count": _count,
-    "duration": _duration,
-    "int": lambda v: f"{int(v)}",
-}
-
-
-@dataclass(frozen=True)
-class Metric:
-    """How one quantity is shown: label, unit, format name (a key of FORMATS) and direction."""
-
-    key: str
-    label: str
-    unit: str = ""
-    fmt: str = "f1"
-    lower_is_better: bool | None = None  # None: no better direction (a count, a setting)
-
-    def format(self, value) -> str:
-        return "n/a" if value is None else FORMATS[self.fmt](value)
-
-    @property
-    def direction(self) -> str:
-        return {True: "lower is better", False: "higher is better", None: ""}[self.lower_is_better]
-
-
-METRICS = {
-    m.key: m
-    for m in (
-        Metric("accuracy", "Acc", "%", "pct", False),
-        Metric("weighted_f1", "F1", "", "f1", False),
-        Metric("trainable_params", "Trainable params", "", "count"),
-        Metric("model_bytes", "Model size", "", "bytes", True),
-        Metric("gpu_mem_sum_gb", "Peak GPU mem (sum)", "GB", "gb", True),
-        Metric("peak_rss_gb", "Peak RSS", "GB", "gb", True),
-        Metric("train_s", "Train time", "", "duration", True),
-        Metric("gpu_hours", "GPU-hours", "h", "hours", True),
-        Metric("adapter_bytes", "Adapter", "", "bytes", True),
-        Metric("s_per_example", "Inference", "s/example", "seconds", True),
-        Metric("tokens_per_s", "Train throughput", "tokens/s", "rate", False),
-    )
-}
+from bench.planning.fit import SKIPPED
 
 
 @dataclass(frozen=True)
@@ -152,6 +78,7 @@ class CellState:
     cell: Cell
     train: RunRecord | None
     eval: RunRecord | None
+    skipped: str = ""  # why `bench run` skipped it (the planner's fit check), when it has no records
 
     @property
     def random(self) -> bool:
@@ -160,7 +87,11 @@ class CellState:
     @property
     def outcome(self) -> tuple[str, str]:
         """(status, phase): the first phase that is missing or not ok; ("ok", "") when both are."""
-        phases = (("eval", self.eval),) if self.cell.is_base else (("train", self.train), ("eval", self.eval))
+        phases = (
+            ((Phase.EVAL, self.eval),)
+            if self.cell.is_base
+            else ((Phase.TRAIN, self.train), (Phase.EVAL, self.eval))
+        )
         for phase, record in phases:
             if record is None:
                 return "not_run", phase
@@ -172,11 +103,13 @@ class CellState:
     def label(self) -> str:
         status, phase = self.outcome
         if status == "not_run":
-            return "not evaluated" if phase == "eval" and not self.cell.is_base else "not run"
+            if self.skipped:
+                return SKIPPED
+            return "not evaluated" if phase == Phase.EVAL and not self.cell.is_base else "not run"
         return "ok" if status == "ok" else f"{STATUS_TEXT[status]} ({phase})"
 
     def record(self, phase: str) -> RunRecord | None:
-        return self.train if phase == "train" else self.eval
+        return self.train if phase == Phase.TRAIN else self.eval
 
     def score(self, task: str, scorer: str) -> dict | None:
         scores = self.eval.scores if self.eval else []
@@ -190,9 +123,16 @@ class CellState:
         return any(d.get("local_split") for d in infos) or any(score_flags)
 
 
-def cell_states(cells: list[Cell], records: list[RunRecord]) -> list[CellState]:
-    newest = latest(records)
-    return [CellState(c, newest.get((c.key, "train")), newest.get((c.key, "eval"))) for c in cells]
+def cell_states(
+    cells: list[Cell], records: list[RunRecord], skipped: dict[str, str] | None = None
+) -> list[CellState]:
+    newest, skipped = latest(records), skipped or {}
+    return [
+        CellState(
+            c, newest.get((c.key, Phase.TRAIN)), newest.get((c.key, Phase.EVAL)), skipped.get(c.key, "")
+        )
+        for c in cells
+    ]
 
 
 def config_key(cell: Cell) -> tuple:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from bench.report.model import CellState, Column, Entry, Metric, Table, config_key, config_labels
+from bench.core.metrics import METRICS, Metric
+from bench.core.records import Phase
+from bench.report.model import CellState, Column, Entry, Table, config_key, config_labels
 
-PREDICTED = Metric("predicted_gpu_gb", "Predicted", "GB/GPU", "gb")
+PREDICTED = METRICS["predicted_gpu_gb"]
 MEASURED = Metric("measured_gpu_gb", "Measured", "GB/GPU", "gb")
 ERROR = Metric("planner_error", "Error", "%", "rate")
 
@@ -13,7 +15,7 @@ def planner_table(states: list[CellState]) -> Table | None:
     labels = config_labels([st.cell for st in states])
     rows = []
     for st in states:
-        for phase in ("train", "eval"):
+        for phase in (Phase.TRAIN, Phase.EVAL):
             record = st.record(phase)
             if record is None or record.metrics.get("predicted_gpu_gb") is None:
                 continue

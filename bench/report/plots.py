@@ -17,6 +17,7 @@ matplotlib.use("Agg")  # before anything can pick an interactive backend
 from matplotlib import rc_context  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from bench.core.metrics import METRICS  # noqa: E402
 from bench.report.model import task_order  # noqa: E402
 
 STYLE = {"svg.hashsalt": "bench", "svg.fonttype": "none", "font.size": 9, "axes.spines.top": False,
@@ -117,8 +118,8 @@ def _tradeoff_panel(ax, task: str, points: list[dict], base: list[dict], axis: t
                     textcoords="offset points", fontsize=7, color="dimgray")  # fmt: skip
     ax.margins(x=0.25, y=0.15)
     ax.set_title(task)
-    ax.set_xlabel(label + " — lower is better")
-    ax.set_ylabel("accuracy (%) — higher is better")
+    ax.set_xlabel(f"{label} — {METRICS[key].direction}")
+    ax.set_ylabel(f"accuracy (%) — {METRICS['accuracy'].direction}")
 
 
 @styled
@@ -136,6 +137,6 @@ def loss_svg(curves) -> str | None:
             ax.plot([s for s, _ in curve.points], [v for _, v in curve.points], lw=1.3, label=curve.label)
         ax.set_title(f"training set: {name}")
         ax.set_xlabel("optimizer step")
-        ax.set_ylabel("train loss — lower is better")
+        ax.set_ylabel(f"train loss — {METRICS['train_loss_last'].direction}")
         ax.legend(fontsize=7)
     return to_svg(fig)

@@ -12,12 +12,12 @@ from importlib import resources
 
 import yaml
 
+from bench.core.metrics import METRICS, Metric
+from bench.core.records import Phase
 from bench.report.model import (
-    METRICS,
     CellState,
     Column,
     Entry,
-    Metric,
     Table,
     config_key,
     config_labels,
@@ -216,7 +216,7 @@ def _entry(metric: Metric, value) -> Entry:
 
 
 def _our_peak(st: CellState, train: dict) -> Entry:
-    if st.outcome[0] != "ok" and st.outcome[1] == "train":
+    if st.outcome[0] != "ok" and st.outcome[1] == Phase.TRAIN:
         return Entry(st.label, status=st.outcome[0])
     if train and train.get("gpu_mem_sum_gb") is None:
         text = "n/a (CPU)" if train.get("device") == "cpu" else "n/a"

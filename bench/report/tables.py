@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import replace
 
+from bench.core.metrics import METRICS, RESOURCES, Metric, Phase, shown_in
 from bench.report.model import (
-    METRICS,
     CellState,
     Column,
     Entry,
@@ -70,13 +70,15 @@ def _score_entry(score: dict, key: str, mark: str, tip: str) -> Entry:
     return Entry(metric.format(value) + mark, value=value, note=tip, detail=detail)
 
 
-def mark_best(row: list[Entry], positions: list[int]) -> None:
-    """Bold the best value among positions (ties all marked); only when two or more compete."""
+def mark_best(row: list[Entry], positions: list[int], metric: Metric) -> None:
+    """Bold the best value among positions in the metric's direction (ties all marked); only when two or
+    more compete, and never for a metric without a better direction."""
     values = [row[i].value for i in positions if row[i].status == "ok" and row[i].value is not None]
-    if len(values) < 2:
+    best = metric.best(values) if len(values) >= 2 else None
+    if best is None:
         return
     for i in positions:
-        if row[i].status == "ok" and row[i].value == max(values):
+        if row[i].status == "ok" and row[i].value == best:
             row[i] = replace(row[i], best=True)
 
 
@@ -94,8 +96,8 @@ def results_table(states: list[CellState], scorer: str, primary: bool) -> Table:
         row = [Entry(name, task), n_entry(ns)]
         for key in labels:
             row += score_entries(slot.get(key), task, scorer)
-        for offset in (2, 3):  # accuracy columns, then F1 columns
-            mark_best(row, list(range(offset, len(row), 2)))
+        for offset, key in ((2, "accuracy"), (3, "weighted_f1")):
+            mark_best(row, list(range(offset, len(row), 2)), METRICS[key])
         rows.append(tuple(row))
     title = f"Results — {scorer} scorer" + (" (primary)" if primary else "")
     notes = _adapter_notes(states) + (
@@ -127,18 +129,15 @@ def n_entry(ns: list[int]) -> Entry:
     return Entry(f"{ns[0]}–{ns[-1]}", ns[-1], note="n differs between configurations")
 
 
-RESOURCE_METRICS = (
-    "trainable_params", "model_bytes", "gpu_mem_sum_gb", "peak_rss_gb", "train_s", "gpu_hours",
-    "adapter_bytes", "tokens_per_s",
-)  # fmt: skip
+RESOURCE_METRICS = shown_in(RESOURCES)  # the registry's resource columns, in its order
 
 
 def resources_table(states: list[CellState]) -> Table:
     """One row per configuration × training set: what training and inference cost."""
     labels = config_labels([st.cell for st in states])
     columns = [Column("Configuration"), Column("Training set"), Column("Status"), Column("Batch")]
-    columns += [Column(METRICS[k].label, "", METRICS[k]) for k in RESOURCE_METRICS]
-    columns += [Column("Inference", "", METRICS["s_per_example"]), Column("Optimizer"), Column("Device")]
+    columns += [Column(metric.label, "", metric) for metric in RESOURCE_METRICS]
+    columns += [Column("Optimizer"), Column("Device")]
     order = {key: i for i, key in enumerate(labels)}
     ordered = sorted(states, key=lambda st: (order[config_key(st.cell)], task_order(eval_tasks(st.cell)[0])))
     rows = tuple(_resource_row(st, labels[config_key(st.cell)]) for st in ordered)
@@ -168,12 +167,14 @@ def _resource_row(st: CellState, label: str) -> tuple[Entry, ...]:
     row = [
         Entry(label),
         Entry(st.cell.task),
-        Entry(st.label, status=status, note=first_line(st.record(phase))),
+        Entry(st.label, status=status, note=first_line(st.record(phase)) or st.skipped),
     ]
     row.append(_batch_entry(st, train))
-    for key in RESOURCE_METRICS:
-        row.append(_resource_entry(st, key, train))
-    row.append(_metric_entry("s_per_example", st.eval.metrics if st.eval else {}))
+    for metric in RESOURCE_METRICS:
+        if metric.phase == Phase.EVAL:
+            row.append(_metric_entry(metric.key, st.eval.metrics if st.eval else {}))
+        else:
+            row.append(_resource_entry(st, metric.key, train))
     row.append(_optimizer_entry(train) if train else Entry("—", status="none"))
     metrics = train or (st.eval.metrics if st.eval else {})
     row.append(Entry(_device_text(metrics), metrics.get("device")))

@@ -16,6 +16,8 @@ import torch
 
 from bench.core.catalog import TRAINING_SETS
 from bench.core.data import load_splits
+from bench.core.outcomes import STARTED, EvalMetrics, Outcome
+from bench.core.records import Phase, Status
 from bench.core.scoring import SCORERS, bootstrap_ci, score
 from bench.models.loading import compute_dtype, load_model, load_tokenizer, resolve_source
 from bench.models.random_weights import NOTE as RANDOM_NOTE
@@ -30,7 +32,7 @@ from bench.workers.measure import (
     reset_torch_peaks,
     torch_peaks_gb,
 )
-from bench.workers.protocol import STARTED, failure, parse_args, progress, read_cell, write_outcome
+from bench.workers.protocol import failure, parse_args, progress, read_cell, write_outcome
 
 
 def main(argv=None) -> int:
@@ -44,22 +46,25 @@ def main(argv=None) -> int:
             base, tokenizer = load_base(cells[0][0], args.data_dir)
     except Exception as exc:  # the shared load failed: that is every cell's result
         for _, cell_dir in cells:
-            write_outcome(cell_dir / "eval-outcome.json", failure(exc))
+            write_outcome(cell_dir, Phase.EVAL, failure(exc))
         return 1
     model, failed = base, 0
     for number, (cell, cell_dir) in enumerate(cells):
         (cell_dir / STARTED).touch()  # the launcher's way to tell which cell a dead worker was on
         try:
             model, load_s = with_adapter(model, cell, cell_dir / "adapter")
-            reused = {"base_load_s": round(load_clock.seconds, 3), "base_shared_by": len(cells),
-                      "base_reused": number > 0}  # fmt: skip
+            reused = {
+                "base_load_s": round(load_clock.seconds, 3),
+                "base_shared_by": len(cells),
+                "base_reused": number > 0,
+            }  # fmt: skip (EvalMetrics fields)
             outcome = evaluate_cell(cell, cell_dir, args.data_dir, model, tokenizer,
                                     load_s + (0.0 if number else load_clock.seconds), reused)  # fmt: skip
         except Exception as exc:  # a failure is a result: record it, go on with the next cell
             outcome, failed = failure(exc), failed + 1
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-        write_outcome(cell_dir / "eval-outcome.json", outcome)
+        write_outcome(cell_dir, Phase.EVAL, outcome)
     return 1 if failed else 0
 
 
@@ -103,7 +108,7 @@ def with_adapter(model, cell, adapter_dir: Path):
 
 def evaluate_cell(
     cell, cell_dir: Path, data_dir: Path, model, tokenizer, load_s: float, reused: dict
-) -> dict:
+) -> Outcome:
     from lm_eval.evaluator import evaluate
 
     from bench.workers.lm import BenchLM
@@ -132,26 +137,26 @@ def evaluate_cell(
         scores += task_scores(task, outputs, targets, cell, results, data_dir)
         examples += len(samples)
     peaks = [torch_peaks_gb(torch.device("cuda", i)) for i in indices] or [(None, None)]
-    metrics = {
-        "load_s": round(load_s + tasks_clock.seconds, 3),
+    metrics = EvalMetrics(
+        load_s=round(load_s + tasks_clock.seconds, 3),
         **reused,
-        "eval_s": round(eval_clock.seconds, 3),
-        "examples": examples,
-        "s_per_example": round(eval_clock.seconds / max(examples, 1), 4),
-        "examples_per_s": round(examples / eval_clock.seconds, 3),
-        "eval_bits": cell.eval_bits,
-        "device": device_names()[0],
-        "devices": device_names(),
-        "device_map": dict(Counter(str(d) for d in getattr(model, "hf_device_map", {"": "cpu"}).values())),
-        "lm_eval": {t: _plain(results["results"].get(t, {})) for t in tasks},
-        **memory_fields([p[0] for p in peaks], [p[1] for p in peaks], sampler.peaks_gb(), sampler.error,
-                        [peak_rss_gb()]),
-    }  # fmt: skip
+        eval_s=round(eval_clock.seconds, 3),
+        examples=examples,
+        s_per_example=round(eval_clock.seconds / max(examples, 1), 4),
+        examples_per_s=round(examples / eval_clock.seconds, 3),
+        eval_bits=cell.eval_bits,
+        device=device_names()[0],
+        devices=device_names(),
+        device_map=dict(Counter(str(d) for d in getattr(model, "hf_device_map", {"": "cpu"}).values())),
+        lm_eval={t: _plain(results["results"].get(t, {})) for t in tasks},
+        memory=memory_fields([p[0] for p in peaks], [p[1] for p in peaks], sampler.peaks_gb(), sampler.error,
+                             [peak_rss_gb()]),
+    )  # fmt: skip
     artifacts = {f"samples_{t}": str(cell_dir / f"samples_{t}.jsonl") for t in tasks}
     data = [load_splits(t, data_dir).info.to_dict() for t in tasks]
     notes = [RANDOM_NOTE] if cell.model.weights == "random" else []
-    return {"status": "ok", "metrics": metrics, "scores": scores, "data": data, "artifacts": artifacts,
-            "notes": notes}  # fmt: skip
+    return Outcome(Status.OK, metrics, scores=tuple(scores), data=tuple(data), artifacts=artifacts,
+                   notes=tuple(notes))  # fmt: skip
 
 
 def once_per_message(logger: logging.Logger) -> None:

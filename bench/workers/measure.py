@@ -12,6 +12,8 @@ import time
 
 import torch
 
+from bench.core.outcomes import MemoryMetrics
+
 GB = 1024**3
 
 
@@ -100,18 +102,18 @@ def peak_rss_gb() -> float:
 
 def memory_fields(
     allocated: list, reserved: list, nvml: list | None, nvml_error: str | None, rss: list
-) -> dict:
+) -> MemoryMetrics:
     """Per-GPU lists plus the paper's figure: torch peak allocated summed over GPUs."""
     on_gpu = all(a is not None for a in allocated) and allocated
     reason = None if on_gpu else (nvml_error or "no CUDA device")
-    return {
-        "gpu_mem_allocated_gb": allocated if on_gpu else None,
-        "gpu_mem_reserved_gb": reserved if on_gpu else None,
-        "gpu_mem_nvml_gb": nvml if on_gpu else None,
-        "gpu_mem_sum_gb": round(sum(allocated), 3) if on_gpu else None,
-        "gpu_mem_null_reason": reason,
-        "peak_rss_gb": round(sum(rss), 3),
-    }
+    return MemoryMetrics(
+        gpu_mem_allocated_gb=allocated if on_gpu else None,
+        gpu_mem_reserved_gb=reserved if on_gpu else None,
+        gpu_mem_nvml_gb=nvml if on_gpu else None,
+        gpu_mem_sum_gb=round(sum(allocated), 3) if on_gpu else None,
+        gpu_mem_null_reason=reason,
+        peak_rss_gb=round(sum(rss), 3),
+    )
 
 
 def device_names() -> list[str]:

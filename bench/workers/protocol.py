@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import traceback
 from pathlib import Path
 
 from bench.core.cell import Cell
-
-STARTED = "eval-started"  # the evaluation worker's mark in a cell's folder: it began that cell
+from bench.core.outcomes import Outcome, outcome_path
+from bench.core.records import Phase, Status
 
 
 def parse_args(argv, description: str, many: bool = False) -> argparse.Namespace:
@@ -27,18 +26,16 @@ def read_cell(cell_dir: Path) -> Cell:
     return Cell.from_dict(json.loads((cell_dir / "cell.json").read_text()))
 
 
-def write_outcome(path: Path, outcome: dict) -> None:
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(outcome, indent=1, sort_keys=True, default=str))
-    os.replace(tmp, path)  # atomic: the launcher never reads half an outcome
+def write_outcome(cell_dir: Path, phase: Phase, outcome: Outcome) -> None:
+    outcome.write(outcome_path(cell_dir, phase))
 
 
-def failure(exc: BaseException) -> dict:
+def failure(exc: BaseException) -> Outcome:
     import torch
 
-    status = "oom" if isinstance(exc, torch.OutOfMemoryError) else "failed"
+    status = Status.OOM if isinstance(exc, torch.OutOfMemoryError) else Status.FAILED
     print(traceback.format_exc(), flush=True)
-    return {"status": status, "error": f"{type(exc).__name__}: {exc}"}
+    return Outcome(status, error=f"{type(exc).__name__}: {exc}")
 
 
 def progress(message: str) -> None:

@@ -16,6 +16,8 @@ import torch.distributed as dist
 
 from bench.core.catalog import TRAINING_SETS
 from bench.core.data import load_splits
+from bench.core.outcomes import Outcome, TrainMetrics
+from bench.core.records import Phase, Status
 from bench.models.loading import (
     compute_dtype,
     directory_bytes,
@@ -54,10 +56,10 @@ def main(argv=None) -> int:
     try:
         outcome = train_cell(cell, args.cell_dir, args.data_dir)
     except Exception as exc:  # a failure is a result: record it, let the matrix go on
-        write_outcome(args.cell_dir / "train-outcome.json", failure(exc))
+        write_outcome(args.cell_dir, Phase.TRAIN, failure(exc))
         return 1
     if dist.get_rank() == 0:
-        write_outcome(args.cell_dir / "train-outcome.json", outcome)
+        write_outcome(args.cell_dir, Phase.TRAIN, outcome)
     dist.barrier()
     dist.destroy_process_group()  # without it one rank can abort at exit
     return 0
@@ -114,7 +116,7 @@ def build_model(cell, source: str, device: torch.device):
     return model
 
 
-def train_cell(cell, cell_dir, data_dir) -> dict:
+def train_cell(cell, cell_dir, data_dir) -> Outcome:
     import deepspeed
 
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -160,45 +162,45 @@ def train_cell(cell, cell_dir, data_dir) -> dict:
         [g[3] for g in gathered],
     )  # fmt: skip
     on_gpu = device.type == "cuda"
-    metrics = {
-        "load_s": round(load_clock.seconds, 3),
-        "train_s": round(train_clock.seconds, 3),
-        "tokens_per_s": round(stats["tokens"] / train_clock.seconds, 2),
-        "examples_per_s": round(stats["examples"] / train_clock.seconds, 3),
-        "steps": stats["steps"],
-        "examples_seen": stats["examples"],
-        "train_examples": len(encoded),
-        "truncated_examples": sum(e.truncated for e in encoded),
-        "train_loss_first": stats["curve"][0][1],
-        "train_loss_last": stats["curve"][-1][1],
-        "loss_curve": stats["curve"],
-        "trainable_params": trainable,
-        "total_params": total,
-        "model_bytes": engine.module.get_memory_footprint(),
-        "quantized_linear": quantized,
-        "optimizer": optimizer,
-        "optimizer_requested": cfg.optimizer,
-        "optimizer_fallback": fallback,
-        "precision": "bf16 compute, fp32 LoRA weights"
+    metrics = TrainMetrics(
+        load_s=round(load_clock.seconds, 3),
+        train_s=round(train_clock.seconds, 3),
+        tokens_per_s=round(stats["tokens"] / train_clock.seconds, 2),
+        examples_per_s=round(stats["examples"] / train_clock.seconds, 3),
+        steps=stats["steps"],
+        examples_seen=stats["examples"],
+        train_examples=len(encoded),
+        truncated_examples=sum(e.truncated for e in encoded),
+        train_loss_first=stats["curve"][0][1],
+        train_loss_last=stats["curve"][-1][1],
+        loss_curve=stats["curve"],
+        trainable_params=trainable,
+        total_params=total,
+        model_bytes=engine.module.get_memory_footprint(),
+        quantized_linear=quantized,
+        optimizer=optimizer,
+        optimizer_requested=cfg.optimizer,
+        optimizer_fallback=fallback,
+        precision="bf16 compute, fp32 LoRA weights"
         if compute_dtype(device, cfg.precision) == torch.bfloat16
         else "fp32",
-        "zero_stage": cfg.zero_stage,
-        "world_size": world,
-        "batch_per_gpu": cfg.batch_per_gpu,
-        "grad_accum": cfg.grad_accum,
-        "device": device_names()[0],
-        "devices": device_names()[:world] if on_gpu else ["cpu"] * world,
-        "wall_hours": round(train_clock.seconds / 3600, 5),
-        "gpu_hours": round(train_clock.seconds * world / 3600, 5) if on_gpu else None,
-        "adapter_bytes": directory_bytes(adapter_dir),
-        **memory,
-    }
+        zero_stage=cfg.zero_stage,
+        world_size=world,
+        batch_per_gpu=cfg.batch_per_gpu,
+        grad_accum=cfg.grad_accum,
+        device=device_names()[0],
+        devices=device_names()[:world] if on_gpu else ["cpu"] * world,
+        wall_hours=round(train_clock.seconds / 3600, 5),
+        gpu_hours=round(train_clock.seconds * world / 3600, 5) if on_gpu else None,
+        adapter_bytes=directory_bytes(adapter_dir),
+        memory=memory,
+    )
     notes = [f"optimizer fallback: AdamW instead of 0/1 Adam ({fallback})"] if fallback else []
     if cell.model.weights == "random":
         notes.append(RANDOM_NOTE)
     data = [load_splits(task, data_dir).info.to_dict() for task in train_tasks]
-    return {"status": "ok", "metrics": metrics, "notes": notes, "data": data,
-            "artifacts": {"adapter": str(adapter_dir)}}  # fmt: skip
+    return Outcome(Status.OK, metrics, data=tuple(data), artifacts={"adapter": str(adapter_dir)},
+                   notes=tuple(notes))  # fmt: skip
 
 
 def train_loop(engine, encoded, cfg, total_steps: int, pad_id: int, device) -> dict:
