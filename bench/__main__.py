@@ -17,6 +17,8 @@ from bench.core.matrix import Matrix, MatrixError, load
 from bench.core.records import Status
 from bench.core.store import Store, StoreError, latest
 from bench.orchestration.runner import BusyError, cell_status, plan
+from bench.planning import fit
+from bench.planning.fit import SKIPPED, unfit
 
 RESULTS_ENV = "BENCH_RESULTS"
 USER_ERRORS = (MatrixError, DataError, StoreError, BusyError)
@@ -51,11 +53,16 @@ def cmd_plan(args) -> int:
     data_dir = _optional_data_dir(args)
     print(f"matrix {matrix.name}: {len(matrix.cells)} cells ({matrix.path})")
     print(f"{'status':<8} {'cell':<58} {'key':<16}  predicted GiB/GPU (train, eval)")
+    too_big = unfit(matrix.cells, data_dir, fit.visible_gpu_gb())
     for cell in matrix.cells:
         p = predict(cell, data_dir)
         memory = "unknown (no local config.json)" if p is None else f"{_gb(p.train_gb)}, {_gb(p.eval_gb)}"
-        print(f"{cell_status(cell, last):<8} {cell.id:<58} {cell.key:<16}  {memory}")
+        skip = f"  {SKIPPED} ({too_big[cell.key]})" if cell.key in too_big else ""
+        print(f"{cell_status(cell, last):<8} {cell.id:<58} {cell.key:<16}  {memory}{skip}")
     steps = plan(matrix.cells, records, _retry(args.retry), args.rerun)
+    if too_big:
+        steps = [s for s in steps if s.cell.key not in too_big]
+        print(f"{len(too_big)} cells would not fit the visible GPUs; `bench run --force` runs them anyway")
     print(f"{len(steps)} steps to run")
     for step in steps:
         print(f"  {step.phase:<5} {step.cell.id}")
@@ -73,24 +80,6 @@ def _optional_data_dir(args) -> Path | None:
         return None
 
 
-def fitting(steps: list, data_dir: Path, force: bool) -> list:
-    """Drop steps the planner says cannot fit the visible GPUs (nothing ran: no record); --force runs them."""
-    from bench.planning.planner import does_not_fit, predict
-    from bench.workers.doctor import gpu_memory_gb
-
-    gpus = gpu_memory_gb()
-    kept = []
-    for step in steps:
-        reason = does_not_fit(predict(step.cell, data_dir), step.phase, gpus)
-        if reason and not force:
-            print(f"skipped {step.phase} {step.cell.id}: {reason}; --force runs it anyway")
-            continue
-        if reason:
-            print(f"warning: {step.phase} {step.cell.id}: {reason}")
-        kept.append(step)
-    return kept
-
-
 def cmd_run(args) -> int:
     from bench.orchestration.launch import Launcher
     from bench.orchestration.runner import run
@@ -101,6 +90,12 @@ def cmd_run(args) -> int:
     store = Store(results_dir(args))
     store.check_writable()
     steps = plan(matrix.cells, store.records(), _retry(args.retry), args.rerun)
+    too_big = unfit({s.cell for s in steps}, data_dir, fit.visible_gpu_gb())
+    for cell in dict.fromkeys(s.cell for s in steps if s.cell.key in too_big):
+        verdict = "runs anyway (--force)" if args.force else f"{SKIPPED}; --force runs it anyway"
+        print(f"{cell.id}: {too_big[cell.key]}: {verdict}")
+    if not args.force:
+        steps = [s for s in steps if s.cell.key not in too_big]
     print(
         f"matrix {matrix.name}: {len(matrix.cells)} cells, {len(steps)} steps to run; results in {store.root}"
     )
@@ -109,21 +104,24 @@ def cmd_run(args) -> int:
     failed = [r for r in written if r.status != Status.OK]
     print(f"done: {len(written)} records written, {len(failed)} not ok")
     if not args.no_report:
-        _report(matrix, store, Path(args.reports_dir))
+        _report(matrix, store, Path(args.reports_dir), {} if args.force else too_big)
     return 0
 
 
 def cmd_report(args) -> int:
     matrix = load(args.matrix)
-    _report(matrix, Store(results_dir(args)), Path(args.reports_dir))
+    skipped = unfit(matrix.cells, _optional_data_dir(args), fit.visible_gpu_gb())
+    _report(matrix, Store(results_dir(args)), Path(args.reports_dir), skipped)
     return 0
 
 
-def _report(matrix: Matrix, store: Store, out_dir: Path) -> None:
+def _report(matrix: Matrix, store: Store, out_dir: Path, skipped: dict[str, str]) -> None:
     from bench.report.render import ReportError, write_reports
 
     try:
-        paths = write_reports(matrix.name, matrix.description, list(matrix.cells), store.records(), out_dir)
+        paths = write_reports(
+            matrix.name, matrix.description, list(matrix.cells), store.records(), out_dir, skipped
+        )
     except ReportError as exc:
         raise StoreError(str(exc)) from exc
     print("report: " + ", ".join(str(p) for p in paths))

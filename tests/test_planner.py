@@ -1,8 +1,7 @@
 from pathlib import Path
 
-from bench.__main__ import fitting
+from bench.__main__ import main
 from bench.core.matrix import load, parse
-from bench.orchestration.runner import Step
 from bench.planning.planner import architecture, does_not_fit, predict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,16 +45,59 @@ def test_unknown_architecture_has_no_prediction(tmp_path):
     assert predict(m.cells[0]) is None
 
 
-def test_cells_that_cannot_fit_the_visible_gpus_are_skipped_unless_forced(monkeypatch, data_dir, capsys):
-    cell = paper_cell("llama-3.1-70b", "ner", 8)
-    need = predict(cell, data_dir).train_gb
-    assert does_not_fit(predict(cell, data_dir), "train", []) is None  # no GPU: nothing to check
-    assert "predicted" in does_not_fit(predict(cell, data_dir), "train", [need - 1])
-    monkeypatch.setattr("bench.workers.doctor.gpu_memory_gb", lambda: [need - 1] * 4)
-    steps = [Step(cell, "train"), Step(cell, "eval")]
-    assert fitting(steps, data_dir, force=False) == [steps[1]]
-    assert "skipped train" in capsys.readouterr().out
-    assert fitting(steps, data_dir, force=True) == steps
+FIT_MATRIX = {
+    "name": "fit",
+    "models": {"big": {"source": "llama-3.1-70b-instruct", "weights": "random"}, "tiny": {"source": "tiny"}},
+    "axes": {"model": ["big", "tiny"], "quant": [{"bits": 4, "rank": 4}], "task": ["fpb"]},
+    "train": {"max_steps": 2},
+    "eval": {"limit": 4},
+}
+
+
+def test_cells_that_cannot_fit_the_visible_gpus_are_skipped_unless_forced(
+    monkeypatch, tmp_path, data_dir, capsys
+):
+    """`bench run` end to end through main(), with the visible GPUs' memory faked where it is read."""
+    import yaml
+
+    import bench.planning.fit
+    from bench.core.records import RunRecord, Status
+    from bench.core.store import Store
+    from bench.orchestration.launch import Launcher
+
+    matrix = tmp_path / "fit.yaml"
+    matrix.write_text(yaml.safe_dump(FIT_MATRIX))
+    big, tiny = load(matrix).cells
+    need = predict(big, data_dir).train_gb
+    assert does_not_fit(predict(big, data_dir), "train", []) is None  # no GPU: nothing to check
+    monkeypatch.setattr(bench.planning.fit, "visible_gpu_gb", lambda: [need - 1] * 4)
+    ran = []
+
+    def launch(self, step):  # the workers are not what is tested here: which steps reach them is
+        ran.append((step.cell.id, step.phase))
+        return RunRecord(step.cell.key, step.cell.id, step.cell.to_dict(), step.phase, Status.OK, "t0", "t1",
+                         1.0, matrix="fit", metrics={"tokens_per_s": 1.0, "train_loss_first": 1.0,
+                         "train_loss_last": 1.0}, scores=[{"task": "fpb", "scorer": "finlora", "n": 4,
+                         "accuracy": 0.5, "weighted_f1": 0.5}])  # fmt: skip
+
+    monkeypatch.setattr(Launcher, "__call__", launch)
+    results, reports = tmp_path / "results", tmp_path / "reports"
+    common = ["--results-dir", str(results), "--data-dir", str(data_dir)]
+    assert main(["run", str(matrix), *common, "--reports-dir", str(reports)]) == 0
+    out = capsys.readouterr().out
+    assert f"{big.id}: train: predicted {need:.1f} GiB per GPU" in out and "skipped: would not fit" in out
+    assert ran == [(tiny.id, "train"), (tiny.id, "eval")]  # the big cell never reached a worker
+    assert {r.cell_key for r in Store(results).records()} == {tiny.key}  # and left no record
+    assert "skipped: would not fit" in (reports / "fit.md").read_text()
+
+    assert main(["plan", str(matrix), *common]) == 0
+    plan_out = capsys.readouterr().out
+    assert next(line for line in plan_out.splitlines() if big.id in line).count("skipped: would not fit") == 1
+    assert "2 steps to run" not in plan_out and "0 steps to run" in plan_out
+
+    assert main(["run", str(matrix), *common, "--reports-dir", str(reports), "--force"]) == 0
+    assert "runs anyway (--force)" in capsys.readouterr().out
+    assert ran[2:] == [(big.id, "train"), (big.id, "eval")]
 
 
 def test_report_shows_the_planners_error_against_the_measurement():

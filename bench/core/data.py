@@ -113,17 +113,21 @@ def check_task_data(task: str, data_dir: Path) -> None:
         )
 
 
-@lru_cache(maxsize=32)
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def load_splits(task: str, data_dir: Path) -> Splits:
+    """A task's train and test rows. Read and hashed once per process while the files stay unchanged
+    (a run asks for the same task from the CLI's check, the planner and the report)."""
     if task not in TASKS:
         raise DataError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
     check_task_data(task, data_dir)
-    train_path, test_path = task_files(task, data_dir)
-    sums = {p.name: _sha256(p) for p in (train_path, test_path) if p is not None}
+    files = tuple(p for p in task_files(task, data_dir))
+    stamps = tuple(None if p is None else (p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+    return _load_splits(task, files, stamps)
+
+
+@lru_cache(maxsize=64)
+def _load_splits(task: str, files: tuple[Path | None, Path | None], stamps: tuple) -> Splits:
+    train_path, test_path = files
+    sums = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files if p is not None}
     if train_path is not None and test_path is not None:
         train, test = load_rows(train_path), load_rows(test_path)
         note = "published splits"

@@ -174,7 +174,16 @@ def _weighted_f1(gold: Sequence, pred: Sequence, labels: list | None) -> float:
 
 
 def score(task: str, outputs: Sequence[str], targets: Sequence[str], scorer: str = "finlora") -> dict:
-    """Accuracy (0..1), weighted F1 and n; strict also reports the fraction with no valid label."""
+    """Accuracy (0..1), weighted F1 and n; strict also reports the fraction with no valid label.
+
+    Computed once per (task, outputs, targets, scorer) in a process: lm-eval's aggregations (the
+    accuracy and F1 metrics of tasks/) and the evaluation worker's record ask for the same score.
+    """
+    return dict(_score(task, tuple(outputs), tuple(targets), scorer))
+
+
+@lru_cache(maxsize=64)
+def _score(task: str, outputs: tuple[str, ...], targets: tuple[str, ...], scorer: str) -> dict:
     gold, pred = mapped_labels(task, outputs, targets, scorer)
     result = {
         "accuracy": float(accuracy_score(gold, pred)),

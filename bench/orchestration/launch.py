@@ -19,11 +19,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.core.records import RunRecord, Status, environment, now
+from bench.core.outcomes import STARTED, outcome_path, read_outcome
+from bench.core.records import Phase, RunRecord, Status, environment, now
 from bench.orchestration.orphans import die_with_parent, remember
 from bench.orchestration.runner import Step
 from bench.planning.planner import predict
-from bench.workers.protocol import STARTED
 
 PROGRESS_PREFIX = "progress: "
 LOG_TAIL_LINES = 40
@@ -42,22 +42,24 @@ class Launcher:
 
     def command(self, step: Step, *cell_dirs: Path) -> list[str]:
         worker = [*(a for d in cell_dirs for a in ("--cell-dir", str(d))), "--data-dir", str(self.data_dir)]
-        if step.phase == "train":
+        if step.phase == Phase.TRAIN:
             return [
                 sys.executable, "-m", "torch.distributed.run", "--standalone",
                 f"--nproc_per_node={step.cell.gpus}", "-m", "bench.workers.train", *worker,
             ]  # fmt: skip
+        if step.phase == Phase.PLAIN:  # the gate's baseline: HF Trainer + peft on the cell's settings
+            return [sys.executable, "-m", "bench.workers.plain", *worker]
         return [sys.executable, "-m", "bench.workers.evaluate", *worker]
 
     def __call__(self, step: Step) -> RunRecord:
         cell_dir = self._prepare(step)
         log_path = cell_dir / f"{step.phase}.log"
-        config = step.cell.train if step.phase == "train" else step.cell.eval
+        config = step.cell.eval if step.phase == Phase.EVAL else step.cell.train
         started, t0 = now(), time.monotonic()
         returncode, timed_out = self.run_process(
             self.command(step, cell_dir), log_path, config.time_limit_s, cell_dir / f"{step.phase}.pid"
         )
-        outcome = read_outcome(cell_dir / f"{step.phase}-outcome.json")
+        outcome = read_outcome(outcome_path(cell_dir, step.phase))
         status, error = classify(returncode, timed_out, outcome, log_path, config.time_limit_s)
         return self._record(step, outcome, status, error, log_path, started, time.monotonic() - t0)
 
@@ -77,9 +79,9 @@ class Launcher:
 
         def collect() -> bool:
             """Emit finished cells; True when the cell in progress overran its own time limit."""
-            while pending and (dirs[pending[0]] / "eval-outcome.json").is_file():
+            while pending and outcome_path(dirs[pending[0]], Phase.EVAL).is_file():
                 i = pending.pop(0)
-                outcome = read_outcome(dirs[i] / "eval-outcome.json")
+                outcome = read_outcome(outcome_path(dirs[i], Phase.EVAL))
                 status, error = Status(outcome.get("status", "failed")), outcome.get("error")
                 wall, clock[0] = time.monotonic() - clock[0], time.monotonic()
                 emit(self._record(steps[i], outcome, status, error, log_path, started, wall))
@@ -108,11 +110,12 @@ class Launcher:
         cell_dir = self.cell_dir(step)
         cell_dir.mkdir(parents=True, exist_ok=True)
         (cell_dir / "cell.json").write_text(json.dumps(step.cell.to_dict(), indent=1, sort_keys=True))
-        (cell_dir / f"{step.phase}-outcome.json").unlink(missing_ok=True)
+        outcome_path(cell_dir, step.phase).unlink(missing_ok=True)
         return cell_dir
 
     def _record(self, step, outcome, status, error, log_path, started, wall) -> RunRecord:
-        prediction = predict(step.cell, self.data_dir)  # kept beside the measurement: the planner's error
+        # Kept beside the measurement (the planner's error); the plain baseline is not bench's to predict.
+        prediction = None if step.phase == Phase.PLAIN else predict(step.cell, self.data_dir)
         return RunRecord(
             cell_key=step.cell.key,
             cell_id=step.cell.id,
@@ -214,13 +217,6 @@ def _kill_group(proc: subprocess.Popen) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
-
-
-def read_outcome(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def classify(returncode, timed_out, outcome, log_path, limit) -> tuple[Status, str | None]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.core.cell import Cell
-from bench.core.records import RunRecord, Status
+from bench.core.records import Phase, RunRecord, Status
 from bench.core.store import Store, is_ok, latest
 from bench.orchestration.orphans import kill_leftovers
 
@@ -25,7 +25,7 @@ class BusyError(Exception):
 @dataclass(frozen=True)
 class Step:
     cell: Cell
-    phase: str  # train | eval
+    phase: Phase
 
 
 def cell_status(cell: Cell, records: dict) -> str:
@@ -60,7 +60,7 @@ def _by_base(steps: list[Step]) -> list[Step]:
 
     def rank(item: tuple[int, Step]) -> tuple:
         index, step = item
-        phase = 0 if step.phase == "train" else (1 if step.cell.is_base else 2)
+        phase = 0 if step.phase == Phase.TRAIN else (1 if step.cell.is_base else 2)
         return (order[base_of(step.cell)], phase, index)
 
     return [step for _, step in sorted(enumerate(steps), key=rank)]
@@ -71,15 +71,15 @@ def _needed(cells, records, retry, rerun) -> list[Step]:
     steps: list[Step] = []
     for cell in cells:
         if not cell.is_base:
-            train = last.get((cell.key, "train"))
+            train = last.get((cell.key, Phase.TRAIN))
             if rerun or train is None or train.status in retry:
-                steps += [Step(cell, "train"), Step(cell, "eval")]
+                steps += [Step(cell, Phase.TRAIN), Step(cell, Phase.EVAL)]
                 continue
             if train.status != Status.OK:
                 continue
-        evaluated = last.get((cell.key, "eval"))
+        evaluated = last.get((cell.key, Phase.EVAL))
         if rerun or evaluated is None or evaluated.status in retry:
-            steps.append(Step(cell, "eval"))
+            steps.append(Step(cell, Phase.EVAL))
     return steps
 
 
@@ -102,18 +102,22 @@ def run(
     def tag(step: Step) -> str:
         return f"[{number[id(step)]}/{len(steps)}] {step.phase:<5} {step.cell.id}"
 
+    last: dict = {}  # the store's newest record per (cell, phase): read once, then kept up to date
+
     def emit(step: Step, record: RunRecord) -> None:
         store.append(record)
         written.append(record)
+        last[(record.cell_key, record.phase)] = record
         progress(f"{tag(step)}: {summary(record)}")
 
     with exclusive_run(store.root):
+        last.update(latest(store.records()))
         for leftover in kill_leftovers(store.root):  # only now: holding the lock, no other runner lives
             progress(f"killed a worker left by an interrupted run: {leftover}")
         index = 0
         while index < len(steps):
             step = steps[index]
-            if step.phase == "train":
+            if step.phase != Phase.EVAL:  # trainings and the gate's plain runs: one step, one worker
                 progress(tag(step))
                 emit(step, execute(step))
                 index += 1
@@ -122,7 +126,7 @@ def run(
             while index + len(group) < len(steps) and _same_eval_base(steps[index + len(group)], step):
                 group.append(steps[index + len(group)])
             index += len(group)
-            ready = [s for s in group if _trained(s, store)]
+            ready = [s for s in group if s.cell.is_base or is_ok(last.get((s.cell.key, Phase.TRAIN)))]
             for skipped in (s for s in group if s not in ready):
                 progress(f"{tag(skipped)}: skipped (training did not succeed)")
             if execute_group is not None and len(ready) > 1:
@@ -141,11 +145,7 @@ def _emit_by_key(steps: list[Step], emit) -> Callable[[RunRecord], None]:
 
 
 def _same_eval_base(step: Step, first: Step) -> bool:
-    return step.phase == "eval" and base_of(step.cell) == base_of(first.cell)
-
-
-def _trained(step: Step, store: Store) -> bool:
-    return step.cell.is_base or is_ok(latest(store.records()).get((step.cell.key, "train")))
+    return step.phase == Phase.EVAL and base_of(step.cell) == base_of(first.cell)
 
 
 def summary(record: RunRecord) -> str:
@@ -153,7 +153,7 @@ def summary(record: RunRecord) -> str:
     m = record.metrics
     if record.status != Status.OK:
         return f"{text}: {(record.error or '').splitlines()[-1] if record.error else 'see log'}"
-    if record.phase == "train":
+    if record.phase in (Phase.TRAIN, Phase.PLAIN):
         return f"{text}, loss {m.get('train_loss_first', 0):.3f} -> {m.get('train_loss_last', 0):.3f}, " + (
             f"{m.get('tokens_per_s', 0):.0f} tokens/s"
         )

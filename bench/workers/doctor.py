@@ -2,27 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
-
-def gpu_memory_gb() -> list[float]:
-    """Total memory of each visible GPU through NVML (no torch); [] without a GPU or driver."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        count = pynvml.nvmlDeviceGetCount()
-        totals = [
-            pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(i)).total for i in range(count)
-        ]
-    except Exception:  # pynvml.NVMLError_LibraryNotFound and friends: no GPU here
-        return []
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None and all(v.strip().isdigit() for v in visible.split(",") if v.strip()):
-        totals = [totals[int(v)] for v in visible.split(",") if v.strip() and int(v) < len(totals)]
-    return [round(t / 2**30, 2) for t in totals]
+from bench.planning.fit import visible_gpu_gb
 
 
 def report(results_dir: Path, data_dir: Path | None) -> list[tuple[str, str]]:
@@ -34,7 +17,7 @@ def report(results_dir: Path, data_dir: Path | None) -> list[tuple[str, str]]:
     rows = []
     if torch.cuda.is_available():
         names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-        gpus = ", ".join(f"{n} ({g:.0f} GiB)" for n, g in zip(names, gpu_memory_gb(), strict=False))
+        gpus = ", ".join(f"{n} ({g:.0f} GiB)" for n, g in zip(names, visible_gpu_gb(), strict=False))
         rows += [
             ("GPUs", gpus or ", ".join(names)),
             ("CUDA", f"{torch.version.cuda} (torch {torch.__version__})"),

@@ -7,10 +7,12 @@ that both sides see exactly the same rows in the same order of availability; tok
 and the loop are the Trainer's own (random sampler, DataCollatorForSeq2Seq padding to the longest
 in each batch, or to --max-seq-len with --padding max_length).
 
-    python -m bench.workers.plain --model DIR --data-dir DATA --bits 4 --rank 4 --steps 20 --out result.json
+    python -m bench.workers.plain --model DIR --data-dir DATA --bits 4 --rank 4 --steps 20 --out r.json
 
-The regression gate runs it through bench.gate.plain_run (`bench check --run`); benchmarks/speed.py through
-benchmarks/plain_trainer.py.
+As a worker (`--cell-dir`, how `bench check --run` starts it through the launcher, like bench's own
+workers): the cell's settings from its cell.json, as many optimizer steps as bench's training of the
+cell ran (its train-outcome.json), and the result as plain-outcome.json. benchmarks/speed.py runs the
+command line above.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from pathlib import Path
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="local model directory")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="local model directory")
+    source.add_argument("--cell-dir", type=Path, help="a cell's folder: its settings instead of the flags")
     p.add_argument("--data-dir", type=Path, required=True)
     p.add_argument("--task", default="fpb")
     p.add_argument("--bits", type=int, choices=(4, 8, 16), default=4)
@@ -43,8 +47,50 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="GPU compute dtype")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--padding", choices=("longest", "max_length"), default="longest")
-    p.add_argument("--out", type=Path, required=True, help="JSON result file")
-    return p.parse_args(argv)
+    p.add_argument("--out", type=Path, help="JSON result file (with --model)")
+    args = p.parse_args(argv)
+    if args.model and args.out is None:
+        p.error("--model needs --out")
+    return args
+
+
+def script_flags(cell, source: str, data_dir: Path, steps: int) -> list[str]:
+    """This script's flags for a trained cell: everything of its TrainConfig that the Trainer has."""
+    cfg = cell.train
+    values = {
+        "model": source, "data-dir": data_dir, "task": cell.task, "bits": cell.bits, "rank": cell.rank,
+        "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout, "targets": ",".join(cfg.target_modules),
+        "batch": cfg.batch_per_gpu, "grad-accum": cfg.grad_accum, "steps": steps, "lr": cfg.lr,
+        "warmup-steps": cfg.warmup_steps, "max-seq-len": cfg.max_seq_len, "seed": cfg.seed,
+        "precision": cfg.precision,
+    }  # fmt: skip
+    if cfg.train_limit is not None:
+        values["train-limit"] = cfg.train_limit
+    flags = [item for name, value in values.items() for item in (f"--{name}", str(value))]
+    return flags + (["--gradient-checkpointing"] if cfg.gradient_checkpointing else [])
+
+
+def run_cell(cell_dir: Path, data_dir: Path) -> int:
+    """The worker: one cell's settings, bench's step count, an outcome file whatever happens."""
+    from bench.core.outcomes import Outcome, PlainMetrics, outcome_path, read_outcome
+    from bench.core.records import Phase, Status
+    from bench.models.loading import resolve_source
+    from bench.workers.protocol import failure, read_cell, write_outcome
+
+    cell = read_cell(cell_dir)
+    trained = read_outcome(outcome_path(cell_dir, Phase.TRAIN)).get("metrics", {})
+    try:
+        steps = int(trained.get("steps") or cell.train.max_steps or 0)
+        if steps <= 0:
+            raise ValueError(f"no train-outcome.json with a step count in {cell_dir}: train the cell first")
+        source = resolve_source(cell.model, data_dir)  # a cache hit after bench's own training
+        args = parse_args([*script_flags(cell, source, data_dir, steps), "--out", "unused"])
+        outcome = Outcome(Status.OK, PlainMetrics(**train(args)))
+    except Exception as exc:  # a failure is a result: the gate records it
+        write_outcome(cell_dir, Phase.PLAIN, failure(exc))
+        return 1
+    write_outcome(cell_dir, Phase.PLAIN, outcome)
+    return 0
 
 
 def load_model(args, dtype):
@@ -124,6 +170,15 @@ class Counting:
 
 
 def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.cell_dir:
+        return run_cell(args.cell_dir, args.data_dir)
+    args.out.write_text(json.dumps(train(args)))
+    return 0
+
+
+def train(args) -> dict:
+    """The Trainer run; its timings, token counts and losses (PlainMetrics' fields)."""
     import torch
     from transformers import (
         AutoTokenizer,
@@ -133,7 +188,6 @@ def main(argv=None) -> int:
         TrainingArguments,
     )
 
-    args = parse_args(argv)
     on_gpu = torch.cuda.is_available()
     # As bench: bf16 compute on GPUs (unless --precision fp32); fp32 on CPUs, where bf16 is ~75x slower.
     bf16 = on_gpu and args.precision == "bf16"
@@ -193,7 +247,7 @@ def main(argv=None) -> int:
         result = trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     tokens, examples = collator.totals(result.global_step * args.grad_accum)
-    out = {
+    return {
         "train_s": round(clock["s"], 3),
         "tokens": tokens,
         "examples": examples,
@@ -205,8 +259,6 @@ def main(argv=None) -> int:
         "padding": args.padding,
         "torch_threads": torch.get_num_threads(),
     }
-    args.out.write_text(json.dumps(out))
-    return 0
 
 
 if __name__ == "__main__":
