@@ -128,7 +128,11 @@ def _report(matrix: Matrix, store: Store, out_dir: Path, skipped: dict[str, str]
 
 
 def cmd_tasks(args) -> int:
-    from bench.workers.examples import TASKS_DIR
+    from bench.core.catalog import TASKS_DIR
+
+    if args.path:  # for stock lm-eval: lm_eval --include_path "$(bench tasks --path)" ...
+        print(TASKS_DIR)
+        return 0
     from bench.workers.taskcheck import check_tasks, list_tasks
 
     if args.check:
@@ -259,6 +263,9 @@ def parser() -> argparse.ArgumentParser:
             )
     t = sub.add_parser("tasks", help="list the lm-eval tasks in tasks/; --check fails if any YAML is skipped")
     t.add_argument("--check", action="store_true")
+    t.add_argument(
+        "--path", action="store_true", help="print the folder of the task YAMLs (lm_eval --include_path)"
+    )
     t.add_argument("--data-dir", help="the data folder the tasks read (env BENCH_DATA)")
     t.set_defaults(func=cmd_tasks)
     doc = sub.add_parser(

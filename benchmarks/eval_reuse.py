@@ -27,7 +27,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # run as a script: the sibling module
-from compare import score_check  # noqa: E402
+from score_check import score_check  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # run as a script: the sibling module
-from compare import score_check  # noqa: E402
+from score_check import score_check  # noqa: E402
 from tables import medians, report  # noqa: E402
 
 # Bigger random Llamas for CPUs, where the tiny model is too small for padding to cost much.

@@ -30,7 +30,7 @@ TINY = {
     "num_key_value_heads": 2, "vocab_size": 1024, "tie_word_embeddings": False,
 }  # fmt: skip
 
-# Table 1 of arXiv 2412.11378 (FinLoRA docs resources.rst; also bench/published.yaml): Llama 3.1 8B on
+# Table 1 of arXiv 2412.11378 (FinLoRA docs resources.rst; also bench/report/published.yaml): Llama 3.1 8B on
 # NER, torch.cuda.max_memory_allocated / 1024**3, 4 GPUs, DDP. (bits, rank): (batch 4, batch 8).
 PAPER_TABLE1 = {
     (16, 8): (30.91, 30.91), (8, 8): (11.41, 11.81), (4, 8): (8.26, 8.65),

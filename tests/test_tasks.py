@@ -135,3 +135,12 @@ def test_stock_lm_eval_cli_runs_a_task_on_the_tiny_model(data_dir, tmp_path, mon
     assert done.returncode == 0, done.stderr[-3000:]
     for metric in ("acc_finlora", "f1_finlora", "acc_strict", "f1_strict"):
         assert f"|{metric}" in done.stdout.replace(" ", ""), done.stdout
+
+
+def test_tasks_path_is_the_folder_lm_eval_includes(capsys):
+    from bench.__main__ import main
+
+    assert main(["tasks", "--path"]) == 0
+    printed = Path(capsys.readouterr().out.strip())
+    assert printed == TASKS_DIR.resolve()  # an editable install maps bench.tasks to the repository's tasks/
+    assert {p.name for p in printed.glob("*.yaml")} >= {"fpb.yaml", "_base.yaml", "xbrl_value.yaml"}

@@ -100,6 +100,8 @@ METRICS: dict[str, Metric] = {
         Metric("gpu_hours", "GPU-hours", "h", "hours", True, Phase.TRAIN, (RESOURCES,)),
         Metric("adapter_bytes", "Adapter", "", "bytes", True, Phase.TRAIN, (RESOURCES,)),
         Metric("tokens_per_s", "Train throughput", "tokens/s", "rate", False, Phase.TRAIN, (RESOURCES,)),
+        # Training rows cut to max_seq_len (the README's recipe for a new column, followed once).
+        Metric("truncated_examples", "Truncated rows", "", "count", True, Phase.TRAIN, (RESOURCES,)),
         Metric("s_per_example", "Inference", "s/example", "seconds", True, Phase.EVAL, (RESOURCES,)),
         Metric("train_loss_last", "Final train loss", "", "f1", True, Phase.TRAIN),
         Metric("predicted_gpu_gb", "Predicted", "GB/GPU", "gb"),  # a forecast: no better direction

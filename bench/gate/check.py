@@ -157,7 +157,9 @@ def plain_needed(
     return todo, notes
 
 
-def compare(baseline: dict, current: dict[str, dict], keys: dict[str, str]) -> tuple[list[Row], list[str]]:
+def diff_against_baseline(
+    baseline: dict, current: dict[str, dict], keys: dict[str, str]
+) -> tuple[list[Row], list[str]]:
     rows, notes = [], []
     cells = baseline.get("cells", {})
     for cell_id in sorted(set(cells) | set(current)):
@@ -292,7 +294,7 @@ def gate(
         write_baseline(path, updated(old, matrix, current, keys))
         count = sum(len(m) for m in current.values())
         return 0, "\n".join([*lines, f"wrote {path}: {len(current)} cells, {count} metrics"])
-    rows, more = compare(load_baseline(path), current, keys)
+    rows, more = diff_against_baseline(load_baseline(path), current, keys)
     rows = missing + rows
     failed = [r for r in rows if r.failed]
     verdict = f"FAILED: {len(failed)} of {len(rows)} checks" if failed else f"passed: {len(rows)} checks"

@@ -32,10 +32,6 @@ class PackagedError(Exception):
     """A packaged model could not be fetched or converted; the message says what to do."""
 
 
-def is_packaged(source: str) -> bool:
-    return source in PACKAGED
-
-
 def target_dir(name: str) -> Path:
     return cache_dir() / "models" / f"{name}-{PACKAGED[name].version}"
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from bench.core.cell import Cell
-from bench.core.metrics import METRICS, Metric
+from bench.core.metrics import METRICS, RESOURCES, Metric, shown_in
 from bench.core.records import Phase, RunRecord
 from bench.report.model import (
     CellState,
@@ -223,6 +223,11 @@ TRAIN_KEYS = (
     "trainable_params", "model_bytes", "batch_per_gpu", "grad_accum", "gpu_mem_sum_gb", "peak_rss_gb",
     "train_s", "gpu_hours", "adapter_bytes", "tokens_per_s",
 )  # fmt: skip
+# Registry columns added since these lists were written go at the end of the CSV, so that the columns
+# above keep their places for anyone who reads them by position.
+REGISTRY_KEYS = tuple(m.key for m in shown_in(RESOURCES) if m.key not in LONG_COLUMNS)
+LONG_COLUMNS += REGISTRY_KEYS
+TRAIN_KEYS += tuple(k for k in REGISTRY_KEYS if METRICS[k].phase == Phase.TRAIN)
 
 
 def long_rows(matrix: str, states: list[CellState]) -> list[dict]:
@@ -249,6 +254,7 @@ def _cell_columns(st: CellState, label: str) -> dict:
         **{k: train.get(k) for k in TRAIN_KEYS},
         "s_per_example": evalm.get("s_per_example"), "eval_gpu_mem_sum_gb": evalm.get("gpu_mem_sum_gb"),
         "eval_peak_rss_gb": evalm.get("peak_rss_gb"), "device": train.get("device") or evalm.get("device"),
+        **{k: evalm.get(k) for k in REGISTRY_KEYS if METRICS[k].phase == Phase.EVAL},
     }  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""Our numbers beside the published FinLoRA ones (bench/published.yaml), like with like.
+"""Our numbers beside the published FinLoRA ones (bench/report/published.yaml), like with like.
 
 Pure (no torch). A configuration maps to a published one by model size ("8b" / "70b" in the model
 name), bits and rank; each row says whether scorer, decoding and inference bits match theirs,
