@@ -17,7 +17,8 @@ from bench.__main__ import main
 from bench.core.matrix import load
 from bench.core.records import RunRecord, Status
 from bench.core.store import Store
-from bench.gate.check import load_baseline, plain_needed
+from bench.gate.check import load_baseline
+from bench.gate.pairing import plain_needed
 
 MATRIX = {
     "name": "gate",
@@ -373,7 +374,7 @@ def test_plain_needed_pairs_each_bench_run_with_a_later_plain_run(setup):
 def test_plain_speed_needs_the_same_cell_and_a_later_run(setup):
     from dataclasses import replace
 
-    from bench.gate.check import plain_speed
+    from bench.gate.pairing import plain_speed
 
     _, cells, _, _ = setup
     trained = cells[TRAINED]

@@ -10,7 +10,7 @@ import socket
 
 from bench.core.records import Phase, RunRecord, Status
 from bench.core.store import Store
-from bench.gate.check import plain_needed
+from bench.gate.pairing import plain_needed
 from bench.orchestration.launch import Launcher
 from bench.orchestration.runner import Step, run
 
