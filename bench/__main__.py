@@ -1,6 +1,7 @@
 """bench CLI: plan | run | report | check | tasks | data (one function each).
 
-Bad input exits with status 2 and one message naming the file, key and fix: no traceback.
+Bad input exits with status 2 and one message naming the file, key and fix: no traceback. `run` exits
+with status 1 when any step it ran ended failed, oom or timeout (after the whole matrix and its report).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import dataclasses
 import os
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 from bench.core.data import DataError, check_task_data, load_splits, resolve_data_dir
@@ -101,11 +103,12 @@ def cmd_run(args) -> int:
     )
     launcher = Launcher(store.root.resolve(), data_dir, matrix.name)
     written = run(steps, store, launcher, execute_group=launcher.group)
-    failed = [r for r in written if r.status != Status.OK]
-    print(f"done: {len(written)} records written, {len(failed)} not ok")
+    failed = Counter(str(r.status) for r in written if r.status != Status.OK)
+    detail = f" ({', '.join(f'{n} {status}' for status, n in sorted(failed.items()))})" if failed else ""
+    print(f"done: {len(written)} records written, {sum(failed.values())} not ok{detail}")
     if not args.no_report:
         _report(matrix, store, Path(args.reports_dir), {} if args.force else too_big)
-    return 0
+    return 1 if failed else 0  # the records and the report are written either way
 
 
 def cmd_report(args) -> int:

@@ -120,3 +120,38 @@ def test_a_second_runner_on_the_same_results_dir_refuses(tmp_path):
                 pass
     with exclusive_run(tmp_path):  # released again
         pass
+
+
+def test_run_exits_non_zero_when_any_step_is_not_ok_and_still_finishes(
+    monkeypatch, tmp_path, data_dir, capsys
+):
+    """Through main(["run", ...]) with the workers stood in for: statuses come from them, the exit status
+    from bench."""
+    import yaml
+
+    from bench.__main__ import main
+    from bench.core.records import RunRecord, Status
+    from bench.orchestration.launch import Launcher
+
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text(yaml.safe_dump({
+        "name": "exits", "models": {"tiny": {"source": "tiny"}},
+        "axes": {"model": ["tiny"], "task": ["fpb"],
+                 "quant": [{"bits": 4, "rank": 4}, {"bits": 8, "rank": 8}]},
+    }))  # fmt: skip
+    outcome = {"4bit-r4": Status.OOM}
+
+    def launch(self, step):
+        status = outcome.get(step.cell.config_label, Status.OK)
+        error = None if status == Status.OK else "simulated"
+        cell = step.cell
+        return RunRecord(cell.key, cell.id, cell.to_dict(), step.phase, status, "t0", "t1", 1.0, error=error)
+
+    monkeypatch.setattr(Launcher, "__call__", launch)
+    common = ["--results-dir", str(tmp_path / "r"), "--data-dir", str(data_dir), "--no-report"]
+    assert main(["run", str(matrix), *common]) == 1
+    out = capsys.readouterr().out
+    assert "done: 3 records written, 1 not ok (1 oom)" in out  # the 8-bit cell still trained and evaluated
+    outcome.clear()
+    assert main(["run", str(matrix), *common, "--retry", "oom"]) == 0
+    assert "done: 2 records written, 0 not ok" in capsys.readouterr().out
