@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 BITS = (4, 8, 16)
 OPTIMIZERS = ("zero_one_adam", "adamw")
 PRECISIONS = ("bf16", "fp32")
-SCORERS = ("finlora", "strict")
+SCORERS = ("finlora", "strict", "finlora2025")
 WEIGHTS = ("pretrained", "random")
 
 
@@ -55,6 +55,13 @@ class EvalConfig:
     scorer: str = "finlora"  # the scorer shown first; every record carries both
     bootstrap: int = 1000
     time_limit_s: int | None = None
+    # How outputs are decoded, cut and scored (bench.core.protocols). Fields added after records
+    # existed: left out of to_dict at their defaults, so older cells keep their keys.
+    protocol: str = "bench"
+    seed: int | None = None  # sampling seed; None = the protocol's default (recorded either way)
+
+
+LATER_EVAL_FIELDS = {"protocol": "bench", "seed": None}
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,9 @@ class Cell:
         data = asdict(self)
         if not data["variant"]:
             del data["variant"]
+        for name, default in LATER_EVAL_FIELDS.items():
+            if data["eval"].get(name) == default:
+                del data["eval"][name]
         return data
 
     @classmethod
