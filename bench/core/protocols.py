@@ -101,7 +101,7 @@ PROTOCOLS: dict[str, Protocol] = {
     for p in (
         Protocol(
             name="bench",
-            source="bench: greedy, first non-empty line",
+            source="bench's default",
             decoding=Decoding(sample=False),
             max_new_tokens={"default": 10, "xbrl": 30},
             eos="all",

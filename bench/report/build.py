@@ -26,6 +26,7 @@ from bench.report.model import (
     eval_tasks,
 )
 from bench.report.planner_table import planner_table
+from bench.report.protocol_facts import protocol_facts
 from bench.report.published import comparison_tables
 from bench.report.tables import first_line, resources_table, results_table, scorers
 
@@ -122,6 +123,7 @@ def facts(
         ("Git", ", ".join(sorted({str(r.env.get("git_sha")) for r in records})) or "unknown"),
         ("Dates", f"{min(r.started_at for r in records)} → {max(r.finished_at for r in records)}"),
         ("Scorers", "; ".join(f"{n} ({SCORER_NOTES.get(n, 'see bench docs')})" for n in names)),
+        ("Protocols", protocol_facts(states)),
         ("Decoding", _decoding(states)),
         ("Eval bits", ", ".join(sorted({f"{st.cell.eval_bits}-bit" for st in states}))),
         ("Eval limit", f"{', '.join(limits)} examples per task"),
