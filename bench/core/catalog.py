@@ -87,4 +87,11 @@ TRAINING_SETS: dict[str, TrainingSet] = {
     "sentiment": TrainingSet(
         "sentiment", ("fpb", "fiqa_sa", "tfns", "nwgi"), ("fpb", "fiqa_sa", "tfns", "nwgi")
     ),
+    # The same adapter on the paper's own mix (bench.core.mixes: repeats and seeded order), FiQA on
+    # FinGPT's split for training and test (its train split holds 180 of the flare test's 233 texts).
+    "sentiment_fingpt": TrainingSet(
+        "sentiment_fingpt",
+        ("fpb", "fiqa_sa_fingpt", "tfns", "nwgi"),
+        ("fpb", "fiqa_sa_fingpt", "tfns", "nwgi"),
+    ),
 }
