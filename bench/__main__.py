@@ -123,7 +123,8 @@ def _report(matrix: Matrix, store: Store, out_dir: Path) -> None:
     from bench.report.render import ReportError, write_reports
 
     try:
-        paths = write_reports(matrix.name, matrix.description, list(matrix.cells), store.records(), out_dir)
+        paths = write_reports(matrix.name, matrix.description, list(matrix.cells), store.records(), out_dir,
+                              matrix.deviations)  # fmt: skip
     except ReportError as exc:
         raise StoreError(str(exc)) from exc
     print("report: " + ", ".join(str(p) for p in paths))

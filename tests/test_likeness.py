@@ -103,7 +103,8 @@ def test_report_rows_say_like_for_like_and_what_differs():
                                      finished_at="2026-01-01T00:01:00+00:00", wall_s=60.0, matrix="m",
                                      scores=[score] if phase == "eval" else [],
                                      data=[split] if phase == "eval" else []))  # fmt: skip
-    report = build_report("m", "", cells, records, PUBLISHED)
+    report = build_report("m", "", cells, records, PUBLISHED, ("Precision: bf16, theirs fp16, because ...",))
+    assert dict(report.facts)["Deviations from the source"] == "Precision: bf16, theirs fp16, because ..."
     table = next(t for t in report.tables if t.key == "compare-scores")
     heads = [c.label for c in table.columns]
     rows = {r[0].text: r for r in table.rows if r[2].text == "arXiv 2505.19819"}

@@ -87,6 +87,13 @@ TRAINING_SETS: dict[str, TrainingSet] = {
     "sentiment": TrainingSet(
         "sentiment", ("fpb", "fiqa_sa", "tfns", "nwgi"), ("fpb", "fiqa_sa", "tfns", "nwgi")
     ),
+    # FinLoRA 2025's sentiment adapter (finlora_sentiment_train: each train once, as `sentiment`), also
+    # scored on FinLoRA's own label-swapped TFNS file, the one its published TFNS numbers used.
+    "sentiment_2025": TrainingSet(
+        "sentiment_2025",
+        ("fpb", "fiqa_sa", "tfns", "nwgi"),
+        ("fpb", "fiqa_sa", "tfns", "tfns_as_published", "nwgi"),
+    ),
     # The same adapter on the paper's own mix (bench.core.mixes: repeats and seeded order), FiQA on
     # FinGPT's split for training and test (its train split holds 180 of the flare test's 233 texts).
     "sentiment_fingpt": TrainingSet(

@@ -45,6 +45,9 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     seed: int = 42
     time_limit_s: int | None = None
+    # Added after records existed: left out of to_dict at their defaults, so older cells keep their keys.
+    weight_decay: float = 0.0
+    var_freeze_step: int | None = None  # 0/1 Adam; None = bench's min(1000, total steps / 4)
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class EvalConfig:
 
 
 LATER_EVAL_FIELDS = {"protocol": "bench", "seed": None}
+LATER_TRAIN_FIELDS = {"weight_decay": 0.0, "var_freeze_step": None}
 
 
 @dataclass(frozen=True)
@@ -107,9 +111,10 @@ class Cell:
         data = asdict(self)
         if not data["variant"]:
             del data["variant"]
-        for name, default in LATER_EVAL_FIELDS.items():
-            if data["eval"].get(name) == default:
-                del data["eval"][name]
+        for part, later in (("eval", LATER_EVAL_FIELDS), ("train", LATER_TRAIN_FIELDS)):
+            for name, default in later.items():
+                if data[part] is not None and data[part].get(name) == default:
+                    del data[part][name]
         return data
 
     @classmethod

@@ -11,6 +11,7 @@ Format (see matrices/*.yaml):
   base:      true adds base-model rows (no adapter, evaluation only)
   exclude:   [{axis: value-or-list, ...}]: drop cells matching every key
   train, eval: defaults; overrides: [{when: {axis: value-or-list}, train: {...}, eval: {...}}]
+  deviations: [sentence, ...]: where the matrix departs from the source it reproduces, and why
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ from bench.models import CONFIGS_DIR
 
 AXES = ("model", "bits", "rank", "task", "gpus", "eval_bits", "batch", "protocol")
 OPTIONAL_AXES = ("batch", "protocol")  # absent: the train settings decide, and cell ids carry no variant
-TOP_KEYS = ("name", "description", "models", "axes", "base", "exclude", "train", "eval", "overrides")
+TOP_KEYS = (
+    "name", "description", "models", "axes", "base", "exclude", "train", "eval", "overrides", "deviations",
+)  # fmt: skip
 MODEL_KEYS = tuple(f.name for f in fields(ModelSpec) if f.name != "name")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -54,6 +57,8 @@ class Matrix:
     description: str
     path: Path
     cells: tuple[Cell, ...]
+    # Where the matrix departs from the source it reproduces, each with its reason: shown in the report.
+    deviations: tuple[str, ...] = ()
 
 
 def load(path: str | Path) -> Matrix:
@@ -98,9 +103,13 @@ def parse(raw, path: Path) -> Matrix:
             cells.setdefault(cell.key, cell)
     if not cells:
         ctx.fail("exclude", "every cell is excluded; loosen 'exclude'")
+    deviations = raw.get("deviations", [])
+    if not isinstance(deviations, list) or not all(isinstance(d, str) and d.strip() for d in deviations):
+        ctx.fail("deviations", "must be a list of sentences: the setting, the source's value, ours and why")
     return Matrix(
-        name=name, description=str(raw.get("description", "")), path=path, cells=tuple(cells.values())
-    )
+        name=name, description=str(raw.get("description", "")), path=path, cells=tuple(cells.values()),
+        deviations=tuple(deviations),
+    )  # fmt: skip
 
 
 class _Context:

@@ -79,8 +79,9 @@ SCORER_NOTES = {
 
 
 def build_report(
-    matrix: str, description: str, cells: list[Cell], records: list[RunRecord], published: dict
-) -> Report:
+    matrix: str, description: str, cells: list[Cell], records: list[RunRecord], published: dict,
+    deviations: tuple[str, ...] = (),
+) -> Report:  # fmt: skip
     keys = {c.key for c in cells}
     mine = [r for r in records if r.cell_key in keys and r.phase in BENCH_PHASES]
     if not mine:
@@ -98,7 +99,8 @@ def build_report(
         matrix=matrix,
         description=description,
         scorer=names[0],
-        facts=facts(matrix, states, mine, stale, names),
+        facts=facts(matrix, states, mine, stale, names)
+        + ((("Deviations from the source", " | ".join(deviations)),) if deviations else ()),
         lists=problem_lists(states),
         tables=tuple(tables),
         long=tuple(long_rows(matrix, states)),

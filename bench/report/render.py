@@ -63,10 +63,11 @@ def render_html(report: Report) -> str:
 
 
 def write_reports(
-    matrix_name: str, description: str, cells: list[Cell], records: list[RunRecord], out_dir: Path
-) -> list[Path]:
+    matrix_name: str, description: str, cells: list[Cell], records: list[RunRecord], out_dir: Path,
+    deviations: tuple[str, ...] = (),
+) -> list[Path]:  # fmt: skip
     """Write out_dir/<matrix>.md, .html and .csv; ReportError when the matrix has no records at all."""
-    report = build_report(matrix_name, description, cells, records, load_published())
+    report = build_report(matrix_name, description, cells, records, load_published(), deviations)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     md, html, csv = (out_dir / f"{matrix_name}.{ext}" for ext in ("md", "html", "csv"))
