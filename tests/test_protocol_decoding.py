@@ -74,3 +74,26 @@ def test_sampling_repeats_under_one_seed_and_greedy_ignores_the_seed(tiny, data_
     _, other, _ = run(tiny, data_dir, "finlora-2024", seed=12, limit=8)
     assert first == again and first != other
     assert run(tiny, data_dir, "finlora-2025", seed=1)[1] == run(tiny, data_dir, "finlora-2025", seed=2)[1]
+
+
+def test_stock_lm_eval_runs_the_protocol_tasks(tiny_dir, data_dir):
+    """`lm_eval --include_path tasks --tasks fpb_finlora2024,fpb_finlora2025` as a user runs it: the
+    sampled settings pass stock HFLM's checks and the 2025 task reports the finlora2025 metrics."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "BENCH_DATA": str(data_dir), "HF_HUB_OFFLINE": "1"}
+    command = [
+        sys.executable, "-m", "lm_eval", "--include_path", "tasks",
+        "--tasks", "fpb_finlora2024,fpb_finlora2025",
+        "--model", "hf", "--model_args", f"pretrained={tiny_dir},dtype=float32", "--device", "cpu",
+        "--limit", "4", "--batch_size", "4", "--seed", "1234",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = done.stdout.replace(" ", "")
+    assert "|fpb_finlora2024|" in table and "|fpb_finlora2025|" in table
+    assert "|acc_finlora2025|" in table and "|after_answer|" in table and "|after_last_answer|" in table
