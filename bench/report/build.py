@@ -75,6 +75,7 @@ BENCH_PHASES = ("train", "eval")  # a store also holds the gate's plain-script r
 SCORER_NOTES = {
     "finlora": "the paper code's keyword mapping",
     "strict": "first valid label; an unparsed answer is an error",
+    "finlora2025": "FinLoRA 2025's rule: earliest gold label as a substring; wrong answers raw for F1",
 }
 
 
