@@ -55,7 +55,7 @@ class EvalConfig:
     limit: int | None = None  # examples per task; None = the whole test split
     batch_size: int = 8
     max_new_tokens: int | None = None  # None = the task's own setting in tasks/
-    scorer: str = "finlora"  # the scorer shown first; every record carries both
+    scorer: str = "finlora"  # the scorer shown first; every record carries them all
     bootstrap: int = 1000
     time_limit_s: int | None = None
     # How outputs are decoded, cut and scored (bench.core.protocols). Fields added after records

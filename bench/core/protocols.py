@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from bench.core.catalog import TASKS
 
 DEFAULT_PROTOCOL = "bench"
-DEFAULT_SEED = 1234  # lm-eval's default torch seed, so `lm_eval --include_path tasks` draws the same way
+DEFAULT_SEED = 1234  # lm-eval's default torch seed (stock runs seed torch with it once, bench per cell)
 SCORED_TEXTS = ("first_line", "after_answer", "after_last_answer")
 EOS_POLICIES = ("all", "tokenizer")
 
