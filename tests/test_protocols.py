@@ -118,3 +118,10 @@ def test_protocol_axis_names_cells_and_fills_the_sources_batch():
 def test_protocol_mistakes_name_file_key_and_fix(evals, message):
     with pytest.raises(MatrixError, match=message.replace("(", r"\(")):
         expand(eval=evals)
+
+
+def test_an_unknown_protocol_on_the_axis_names_the_axis():
+    with pytest.raises(
+        MatrixError, match="m.yaml: key 'axes.protocol': unknown protocol 'finlora2024'; did you"
+    ):
+        expand(axes={**BASE["axes"], "protocol": ["finlora2024"]})

@@ -364,7 +364,9 @@ def with_protocol(ctx: _Context, evals: dict, values: dict, variant: str) -> str
     if name not in PROTOCOLS:
         close = difflib.get_close_matches(str(name), list(PROTOCOLS), n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(PROTOCOLS)}"
-        ctx.fail("eval.protocol", f"unknown protocol {name!r}; {hint}")
+        ctx.fail(
+            "axes.protocol" if "protocol" in values else "eval.protocol", f"unknown protocol {name!r}; {hint}"
+        )
     if evals.get("seed") is not None and (not isinstance(evals["seed"], int) or evals["seed"] < 0):
         ctx.fail("eval.seed", "must be a whole number >= 0 (the sampling seed)")
     if name == DEFAULT_PROTOCOL:
