@@ -210,7 +210,8 @@ LONG_COLUMNS = [
     "matrix", "cell_id", "cell_key", "model", "weights", "training_set", "config", "bits", "rank", "gpus",
     "eval_bits", "status", "outcome", "train_status", "eval_status", "task", "scorer", "n", "accuracy",
     "accuracy_ci_lo", "accuracy_ci_hi", "weighted_f1", "weighted_f1_ci_lo", "weighted_f1_ci_hi", "decoding",
-    "max_new_tokens", "local_split", "trainable_params", "model_bytes", "batch_per_gpu", "grad_accum",
+    "max_new_tokens", "protocol", "scored_text", "test_file", "local_split", "trainable_params",
+    "model_bytes", "batch_per_gpu", "grad_accum",
     "gpu_mem_sum_gb", "peak_rss_gb", "train_s", "gpu_hours", "adapter_bytes", "tokens_per_s", "s_per_example",
     "eval_gpu_mem_sum_gb", "eval_peak_rss_gb", "device", "note",
 ]  # fmt: skip
@@ -242,7 +243,7 @@ def _cell_columns(st: CellState, label: str) -> dict:
     return {
         "cell_id": c.id, "cell_key": c.key, "model": c.model.name, "weights": c.model.weights,
         "training_set": c.task, "config": label, "bits": c.bits, "rank": c.rank, "gpus": c.gpus,
-        "eval_bits": c.eval_bits, "status": st.outcome[0], "outcome": st.label,
+        "eval_bits": c.eval_bits, "protocol": c.eval.protocol, "status": st.outcome[0], "outcome": st.label,
         "train_status": str(st.train.status) if st.train else None,
         "eval_status": str(st.eval.status) if st.eval else None,
         **{k: train.get(k) for k in TRAIN_KEYS},
@@ -257,7 +258,12 @@ def _score_columns(st: CellState, task: str, s: dict | None) -> dict:
     if s is None:
         return out
     out.update(
-        scorer=s["scorer"], n=s.get("n"), decoding=s.get("decoding"), max_new_tokens=s.get("max_new_tokens")
+        scorer=s["scorer"],
+        n=s.get("n"),
+        decoding=s.get("decoding"),
+        max_new_tokens=s.get("max_new_tokens"),
+        scored_text=s.get("scored_text"),
+        test_file=s.get("test_file"),
     )
     if st.random:  # resource-only cells: never show their accuracy
         return out
