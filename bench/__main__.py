@@ -123,8 +123,9 @@ def _report(matrix: Matrix, store: Store, out_dir: Path, skipped: dict[str, str]
 
     try:
         paths = write_reports(
-            matrix.name, matrix.description, list(matrix.cells), store.records(), out_dir, skipped
-        )
+            matrix.name, matrix.description, list(matrix.cells), store.records(), out_dir,
+            skipped=skipped, deviations=matrix.deviations,
+        )  # fmt: skip
     except ReportError as exc:
         raise StoreError(str(exc)) from exc
     print("report: " + ", ".join(str(p) for p in paths))

@@ -20,6 +20,7 @@ except ImportError:
 import datasets
 
 from bench.core.data import load_splits, resolve_data_dir
+from bench.core.protocols import scored_text
 from bench.core.scoring import answer_text, score
 
 METRICS = {
@@ -27,6 +28,8 @@ METRICS = {
     "f1_finlora": ("finlora", "weighted_f1"),
     "acc_strict": ("strict", "accuracy"),
     "f1_strict": ("strict", "weighted_f1"),
+    "acc_finlora2025": ("finlora2025", "accuracy"),
+    "f1_finlora2025": ("finlora2025", "weighted_f1"),
 }
 
 
@@ -53,6 +56,20 @@ def load_dataset(bench_task: str, data_dir: str | None = None, **_metadata) -> d
 def first_line(resps, docs) -> list[list[str]]:
     """Filter: each generation -> its first non-empty line (see bench.core.scoring.answer_text)."""
     return [[answer_text(r) for r in doc_resps] for doc_resps in resps]
+
+
+def after_answer(resps, docs) -> list[list[str]]:
+    """Filter of the finlora-2024 tasks: the text FinLoRA's 2024 code scored (bench.core.protocols)."""
+    return _scored(resps, docs, "after_answer")
+
+
+def after_last_answer(resps, docs) -> list[list[str]]:
+    """Filter of the finlora-2025 tasks: the text after the last "Answer:", stripped."""
+    return _scored(resps, docs, "after_last_answer")
+
+
+def _scored(resps, docs, kind: str) -> list[list[str]]:
+    return [[scored_text(kind, r, doc["task"]) for r in rs] for rs, doc in zip(resps, docs, strict=True)]
 
 
 def process_results(doc: dict, results: list[str]) -> dict:
@@ -85,3 +102,11 @@ def acc_strict(items):
 
 def f1_strict(items):
     return _aggregate(items, "f1_strict")
+
+
+def acc_finlora2025(items):
+    return _aggregate(items, "acc_finlora2025")
+
+
+def f1_finlora2025(items):
+    return _aggregate(items, "f1_finlora2025")

@@ -51,7 +51,7 @@ def test_every_cell_has_ok_train_and_eval_records_with_real_metrics(smoke_run):
     assert trains[8]["trainable_params"] == 2 * trains[4]["trainable_params"]  # rank 8 vs 4
     for r in (r for r in records if r["phase"] == "eval"):
         scorers = {s["scorer"]: s for s in r["scores"] if s["task"] == "fpb"}
-        assert set(scorers) == {"finlora", "strict"} and scorers["finlora"]["n"] == 48
+        assert set(scorers) == {"finlora", "strict", "finlora2025"} and scorers["finlora"]["n"] == 48
         lo, hi = scorers["finlora"]["accuracy_ci"]
         assert lo <= scorers["finlora"]["accuracy"] <= hi
         assert r["metrics"]["s_per_example"] > 0 and r["env"]["packages"]["bitsandbytes"]

@@ -83,8 +83,36 @@ def test_paper_matrix_encodes_the_papers_batches():
     assert (xbrl.train.batch_per_gpu, xbrl.train.grad_accum, xbrl.train.epochs) == (2, 2, 1.0)
     assert eight.train.optimizer == "zero_one_adam" and eight.train.zero_stage == 0
     assert eight.train.target_modules == ("q_proj", "k_proj", "v_proj") and eight.train.lora_alpha == 32
-    assert {c.task for c in cells} == {"sentiment", "headline", "ner", "xbrl"}
+    assert {c.task for c in cells} == {"sentiment_fingpt", "headline", "ner", "xbrl"}
     assert any(c.is_base and c.model.name == "llama-3.1-70b" for c in cells)
+    # the recipe of the paper's code (script_train.sh, optim.py, the 0/1 Adam config), deviations stated
+    assert (xbrl.train.lr, eight.train.lr) == (5e-5, 1e-4)
+    assert (eight.train.weight_decay, eight.train.var_freeze_step, eight.train.warmup_steps) == (
+        0.005,
+        1000,
+        0,
+    )
+    assert {c.eval.protocol for c in cells} == {"finlora-2024"}
+    assert (eight.eval.batch_size, seventy.eval.batch_size, xbrl.eval.batch_size) == (128, 8, 2)
+    deviations = load(REPO / "matrices" / "paper.yaml").deviations
+    assert any(d.startswith("Precision: bf16") and "fp16" in d for d in deviations)
+
+
+def test_paper_2025_matrix_evaluates_each_adapter_at_its_training_bits():
+    m = load(REPO / "matrices" / "paper-2025.yaml")
+    adapters = [c for c in m.cells if not c.is_base]
+    assert {(c.bits, c.rank, c.eval_bits) for c in adapters} == {(4, 4, 4), (8, 8, 8)}
+    assert {(c.eval.protocol, c.eval.scorer, c.eval.batch_size) for c in m.cells} == {
+        ("finlora-2025", "finlora2025", 1)
+    }
+    assert {(c.train.lora_alpha, c.train.lora_dropout) for c in adapters} == {(16, 0.05)}
+    assert m.deviations
+
+
+def test_deviations_must_be_sentences():
+    with pytest.raises(MatrixError, match="key 'deviations': must be a list of sentences"):
+        expand(deviations=[{"lr": 1}])
+    assert expand(deviations=["lr: 2e-4 where the paper used 1e-4, because the CPU run is short"]).deviations
 
 
 def test_error_names_file_key_and_suggests_the_fix():

@@ -223,7 +223,10 @@ def test_comparison_with_published(report):
     assert paper[3] == "strict" and paper[4] == "84.16" and paper[5] == "74.0" and paper[6] == "-10.16"
     interim = by_source["interim 2024-11 (88c507a)"]
     assert interim[3] == "finlora" and interim[4] == "86.47" and interim[6] == "-2.47"
-    assert interim[12] == "8 / 16 ✗" and "not stated" in interim[11]
+    assert interim[10] == "no" and interim[11] == "scorer, labels, F1 order"
+    assert "decoding: ours greedy, theirs sampled (T 0.6, top-p 0.9" in interim[12]
+    assert "eval bits: ours 8, theirs 16" in interim[12] and "rows: ours the first 200" in interim[12]
+    assert paper[10] == "no" and "scorer: ours strict, theirs finlora2025" in paper[12]  # records before it
     assert not any(r[1].text.startswith("tiny") or "random" in r[1].text for r in t.rows)
     memory = table(report, "compare-memory")
     ours = {r[0].text: r[7].text for r in memory.rows}

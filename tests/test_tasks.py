@@ -12,6 +12,7 @@ import pytest
 
 from bench.core.catalog import TASKS
 from bench.core.data import load_splits
+from bench.core.protocols import PROTOCOLS
 from bench.core.scoring import LABELS, score
 from bench.workers.taskcheck import check_tasks, list_tasks
 
@@ -43,7 +44,9 @@ def build(manager, name: str):
 
 
 def test_every_catalog_task_and_both_groups_are_listed():
-    assert set(list_tasks(TASKS_DIR)) == set(TASKS) | {"fin_sentiment", "fin_xbrl"}
+    per_protocol = {t + p.task_suffix for t in TASKS for p in PROTOCOLS.values()}
+    groups = {"fin_sentiment", "fin_xbrl", "fin_sentiment_finlora2024", "fin_sentiment_finlora2025"}
+    assert set(list_tasks(TASKS_DIR)) == per_protocol | groups
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))

@@ -15,7 +15,7 @@ from bench.core.records import Phase
 BITS = (4, 8, 16)
 OPTIMIZERS = ("zero_one_adam", "adamw")
 PRECISIONS = ("bf16", "fp32")
-SCORERS = ("finlora", "strict")
+SCORERS = ("finlora", "strict", "finlora2025")
 WEIGHTS = ("pretrained", "random")
 
 
@@ -47,6 +47,9 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     seed: int = 42
     time_limit_s: int | None = None
+    # Added after records existed: left out of to_dict at their defaults, so older cells keep their keys.
+    weight_decay: float = 0.0
+    var_freeze_step: int | None = None  # 0/1 Adam; None = bench's min(1000, total steps / 4)
 
 
 @dataclass(frozen=True)
@@ -54,9 +57,17 @@ class EvalConfig:
     limit: int | None = None  # examples per task; None = the whole test split
     batch_size: int = 8
     max_new_tokens: int | None = None  # None = the task's own setting in tasks/
-    scorer: str = "finlora"  # the scorer shown first; every record carries both
+    scorer: str = "finlora"  # the scorer shown first; every record carries them all
     bootstrap: int = 1000
     time_limit_s: int | None = None
+    # How outputs are decoded, cut and scored (bench.core.protocols). Fields added after records
+    # existed: left out of to_dict at their defaults, so older cells keep their keys.
+    protocol: str = "bench"
+    seed: int | None = None  # sampling seed; None = the protocol's default (recorded either way)
+
+
+LATER_EVAL_FIELDS = {"protocol": "bench", "seed": None}
+LATER_TRAIN_FIELDS = {"weight_decay": 0.0, "var_freeze_step": None}
 
 
 @dataclass(frozen=True)
@@ -102,6 +113,10 @@ class Cell:
         data = asdict(self)
         if not data["variant"]:
             del data["variant"]
+        for part, later in (("eval", LATER_EVAL_FIELDS), ("train", LATER_TRAIN_FIELDS)):
+            for name, default in later.items():
+                if data[part] is not None and data[part].get(name) == default:
+                    del data[part][name]
         return data
 
     @classmethod

@@ -4,12 +4,14 @@ Format (see matrices/*.yaml):
   name, description
   models:    {short-name: {source, weights, revision, trust_remote_code}}
   axes:      model, bits, rank, task, gpus, eval_bits, batch (per GPU; sets train.batch_per_gpu over
-             any default or override and names the cell "...__b8"): lists of values. A list of mappings under
+             any default or override and names the cell "...__b8"), protocol (sets eval.protocol):
+             lists of values. A list of mappings under
              any other name is a linked axis: its values move together, e.g.
              quant: [{bits: 4, rank: 4}, {bits: 8, rank: 8}]
   base:      true adds base-model rows (no adapter, evaluation only)
   exclude:   [{axis: value-or-list, ...}]: drop cells matching every key
   train, eval: defaults; overrides: [{when: {axis: value-or-list}, train: {...}, eval: {...}}]
+  deviations: [sentence, ...]: where the matrix departs from the source it reproduces, and why
 """
 
 from __future__ import annotations
@@ -36,9 +38,11 @@ from bench.core.cell import (
 )
 from bench.models.sources import source_of
 
-AXES = ("model", "bits", "rank", "task", "gpus", "eval_bits", "batch")
-OPTIONAL_AXES = ("batch",)  # absent: the train settings decide, and cell ids carry no variant
-TOP_KEYS = ("name", "description", "models", "axes", "base", "exclude", "train", "eval", "overrides")
+AXES = ("model", "bits", "rank", "task", "gpus", "eval_bits", "batch", "protocol")
+OPTIONAL_AXES = ("batch", "protocol")  # absent: the train settings decide, and cell ids carry no variant
+TOP_KEYS = (
+    "name", "description", "models", "axes", "base", "exclude", "train", "eval", "overrides", "deviations",
+)  # fmt: skip
 MODEL_KEYS = tuple(f.name for f in fields(ModelSpec) if f.name != "name")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -53,6 +57,8 @@ class Matrix:
     description: str
     path: Path
     cells: tuple[Cell, ...]
+    # Where the matrix departs from the source it reproduces, each with its reason: shown in the report.
+    deviations: tuple[str, ...] = ()
 
 
 def load(path: str | Path) -> Matrix:
@@ -97,9 +103,13 @@ def parse(raw, path: Path) -> Matrix:
             cells.setdefault(cell.key, cell)
     if not cells:
         ctx.fail("exclude", "every cell is excluded; loosen 'exclude'")
+    deviations = raw.get("deviations", [])
+    if not isinstance(deviations, list) or not all(isinstance(d, str) and d.strip() for d in deviations):
+        ctx.fail("deviations", "must be a list of sentences: the setting, the source's value, ours and why")
     return Matrix(
-        name=name, description=str(raw.get("description", "")), path=path, cells=tuple(cells.values())
-    )
+        name=name, description=str(raw.get("description", "")), path=path, cells=tuple(cells.values()),
+        deviations=tuple(deviations),
+    )  # fmt: skip
 
 
 class _Context:
@@ -274,6 +284,9 @@ def _cell(ctx, values, models, train_defaults, eval_defaults, overrides) -> Cell
     variant = ""
     if "batch" in values and not base:  # a base row has no training: one row whatever the batch
         train["batch_per_gpu"], variant = values["batch"], f"b{values['batch']}"
+    if "protocol" in values:
+        evals["protocol"] = values["protocol"]
+    variant = with_protocol(ctx, evals, values, variant)
     train_config = None if base else _validated_train(ctx, TrainConfig(**train), values)
     eval_config = _validated_eval(ctx, EvalConfig(**evals))
     return Cell(
@@ -319,3 +332,25 @@ def _validated_eval(ctx: _Context, config: EvalConfig) -> EvalConfig:
     if config.bootstrap < 0:
         ctx.fail("eval.bootstrap", "must be 0 (off) or a positive number of resamples")
     return config
+
+
+def with_protocol(ctx: _Context, evals: dict, values: dict, variant: str) -> str:
+    """Check the cell's evaluation protocol, fill the source's eval batch where the matrix sets none,
+    and name a non-default protocol in the cell id ("...__finlora-2024")."""
+    from bench.core.protocols import DEFAULT_PROTOCOL, PROTOCOLS
+
+    name = evals.get("protocol", DEFAULT_PROTOCOL)
+    if name not in PROTOCOLS:
+        close = difflib.get_close_matches(str(name), list(PROTOCOLS), n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(PROTOCOLS)}"
+        ctx.fail(
+            "axes.protocol" if "protocol" in values else "eval.protocol", f"unknown protocol {name!r}; {hint}"
+        )
+    if evals.get("seed") is not None and (not isinstance(evals["seed"], int) or evals["seed"] < 0):
+        ctx.fail("eval.seed", "must be a whole number >= 0 (the sampling seed)")
+    if name == DEFAULT_PROTOCOL:
+        return variant
+    if "batch_size" not in evals:
+        batch = PROTOCOLS[name].batch_size(str(values["model"]), values["task"])
+        evals["batch_size"] = batch if batch else evals.get("batch_size", 8)
+    return f"{variant}__{name}" if variant else name

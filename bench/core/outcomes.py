@@ -44,6 +44,7 @@ class TrainMetrics:
     examples_seen: int
     train_examples: int
     truncated_examples: int
+    truncated_by_task: dict  # task -> training rows cut in the middle of their input (never the instruction)
     train_loss_first: float
     train_loss_last: float
     loss_curve: list  # [[step, loss], ...]
@@ -82,6 +83,7 @@ class EvalMetrics:
     devices: list
     device_map: dict
     lm_eval: dict  # lm-eval's own results per task, as it reported them
+    protocol: str  # the evaluation protocol (bench.core.protocols)
     memory: MemoryMetrics
 
 

@@ -26,6 +26,15 @@ wrong. Weighted F1 over the sorted gold label set, so "missing" only lowers reca
 its seven levels under strict (a bare "positive" is not an NWGI answer). XBRL: exact match
 after trimming whitespace; F1 over the gold answers, any other output counting as wrong.
 
+`finlora2025`: FinLoRA 2025's `evaluate_accuracy` (Open-Finance-Lab/FinLoRA test/test_dataset.py),
+for every task alike. The valid labels are the distinct gold strings of the scored set, lowercased;
+the one found EARLIEST in the lowercased output, as a plain substring ("no" inside "know", "Assets"
+inside "AssetsCurrent"), is the prediction; it is correct iff it equals the lowercased gold. F1
+(sklearn weighted, gold first) pairs each gold with the gold itself when correct, else with the raw
+output string. Tie-break, where FinLoRA's is not deterministic: labels found at the same position
+(six xbrl_tags gold tags are prefixes of others) go to the LONGEST one; FinLoRA's stable sort keeps
+the order of `set()`, which Python randomises per process for strings.
+
 Outputs are scored as given. The lm-eval tasks (tasks/) hand over `answer_text(generation)`,
 the first non-empty line, where the paper scored its whole (stripped) generation: the two agree
 whenever the model stops after its answer, which fine-tuned models do.
@@ -42,7 +51,7 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from bench.core.catalog import TASKS
 
-SCORERS = ("finlora", "strict")
+SCORERS = ("finlora", "strict", "finlora2025")
 MISSING = "missing"
 
 SENTIMENT3 = ("negative", "neutral", "positive")
@@ -65,6 +74,7 @@ LABELS: dict[str, tuple[str, ...]] = {
     "headline": ("Yes", "No"),
     "ner": ("location", "organization", "person"),
 }
+LABELS.update({t.name: LABELS[t.variant_of] for t in TASKS.values() if t.variant_of in LABELS})
 
 
 def answer_text(output: str) -> str:
@@ -128,6 +138,18 @@ def first_label(text: str, labels: Sequence[str]) -> str:
     return min(found)[2] if found else MISSING
 
 
+def finlora2025_pairs(outputs: Sequence[str], targets: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(gold, prediction) as FinLoRA 2025 pairs them: the gold when the earliest label is right,
+    else the raw output. Ties at one position go to the longest label (see the module notes)."""
+    labels = sorted({t.lower() for t in targets})
+    preds = []
+    for output, target in zip(outputs, targets, strict=True):
+        low = output.lower()
+        found = [(at, -len(label), label) for label in labels if (at := low.find(label)) != -1]
+        preds.append(target if found and min(found)[2] == target.lower() else output)
+    return list(targets), preds
+
+
 def _family(task: str) -> str:
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
@@ -153,6 +175,8 @@ def mapped_labels(
         raise ValueError(f"nothing to score for task {task!r}: no targets")
     outputs, targets = [str(o) for o in outputs], [str(t) for t in targets]
     family = _family(task)
+    if scorer == "finlora2025":
+        return finlora2025_pairs(outputs, targets)
     if family == "xbrl":
         return _xbrl_pairs(outputs, targets, scorer)
     if scorer == "finlora":

@@ -24,7 +24,7 @@ SPECIAL_TOKENS = ("<|endoftext|>", "<pad>")
 def corpus(data_dir: Path) -> list[str]:
     """The first rows of every task file present: enough text for a stable small vocabulary."""
     texts = []
-    for task in sorted(TASKS):
+    for task in sorted(t for t in TASKS if not TASKS[t].variant_of):  # variants: the same text again
         for path in task_files(task, data_dir):
             if path is not None:
                 rows = load_rows(path)[:ROWS_PER_FILE]

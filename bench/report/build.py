@@ -25,6 +25,7 @@ from bench.report.model import (
     eval_tasks,
 )
 from bench.report.planner_table import planner_table
+from bench.report.protocol_facts import protocol_facts
 from bench.report.published import comparison_tables
 from bench.report.tables import first_line, resources_table, results_table, scorers
 
@@ -74,6 +75,7 @@ BENCH_PHASES = (Phase.TRAIN, Phase.EVAL)
 SCORER_NOTES = {
     "finlora": "the paper code's keyword mapping",
     "strict": "first valid label; an unparsed answer is an error",
+    "finlora2025": "FinLoRA 2025's rule: earliest gold label as a substring; wrong answers raw for F1",
 }
 
 
@@ -84,8 +86,10 @@ def build_report(
     records: list[RunRecord],
     published: dict,
     skipped: dict[str, str] | None = None,
+    deviations: tuple[str, ...] = (),
 ) -> Report:
-    """`skipped`: cell key -> why the fit check skipped it (shown as "skipped: would not fit")."""
+    """`skipped`: cell key -> why the fit check skipped it (shown as "skipped: would not fit");
+    `deviations`: the matrix's stated departures from the paper's recipe, for the header."""
     keys = {c.key for c in cells}
     mine = [r for r in records if r.cell_key in keys and r.phase in BENCH_PHASES]
     if not mine:
@@ -103,7 +107,8 @@ def build_report(
         matrix=matrix,
         description=description,
         scorer=names[0],
-        facts=facts(matrix, states, mine, stale, names),
+        facts=facts(matrix, states, mine, stale, names)
+        + ((("Deviations from the source", " | ".join(deviations)),) if deviations else ()),
         lists=problem_lists(states),
         tables=tuple(tables),
         long=tuple(long_rows(matrix, states)),
@@ -128,6 +133,7 @@ def facts(
         ("Git", ", ".join(sorted({str(r.env.get("git_sha")) for r in records})) or "unknown"),
         ("Dates", f"{min(r.started_at for r in records)} → {max(r.finished_at for r in records)}"),
         ("Scorers", "; ".join(f"{n} ({SCORER_NOTES.get(n, 'see bench docs')})" for n in names)),
+        ("Protocols", protocol_facts(states)),
         ("Decoding", _decoding(states)),
         ("Eval bits", ", ".join(sorted({f"{st.cell.eval_bits}-bit" for st in states}))),
         ("Eval limit", f"{', '.join(limits)} examples per task"),
@@ -211,7 +217,8 @@ LONG_COLUMNS = [
     "matrix", "cell_id", "cell_key", "model", "weights", "training_set", "config", "bits", "rank", "gpus",
     "eval_bits", "status", "outcome", "train_status", "eval_status", "task", "scorer", "n", "accuracy",
     "accuracy_ci_lo", "accuracy_ci_hi", "weighted_f1", "weighted_f1_ci_lo", "weighted_f1_ci_hi", "decoding",
-    "max_new_tokens", "local_split", "trainable_params", "model_bytes", "batch_per_gpu", "grad_accum",
+    "max_new_tokens", "protocol", "scored_text", "test_file", "local_split", "trainable_params",
+    "model_bytes", "batch_per_gpu", "grad_accum",
     "gpu_mem_sum_gb", "peak_rss_gb", "train_s", "gpu_hours", "adapter_bytes", "tokens_per_s", "s_per_example",
     "eval_gpu_mem_sum_gb", "eval_peak_rss_gb", "device", "note",
 ]  # fmt: skip
@@ -248,7 +255,7 @@ def _cell_columns(st: CellState, label: str) -> dict:
     return {
         "cell_id": c.id, "cell_key": c.key, "model": c.model.name, "weights": c.model.weights,
         "training_set": c.task, "config": label, "bits": c.bits, "rank": c.rank, "gpus": c.gpus,
-        "eval_bits": c.eval_bits, "status": st.outcome[0], "outcome": st.label,
+        "eval_bits": c.eval_bits, "protocol": c.eval.protocol, "status": st.outcome[0], "outcome": st.label,
         "train_status": str(st.train.status) if st.train else None,
         "eval_status": str(st.eval.status) if st.eval else None,
         **{k: train.get(k) for k in TRAIN_KEYS},
@@ -264,7 +271,12 @@ def _score_columns(st: CellState, task: str, s: dict | None) -> dict:
     if s is None:
         return out
     out.update(
-        scorer=s["scorer"], n=s.get("n"), decoding=s.get("decoding"), max_new_tokens=s.get("max_new_tokens")
+        scorer=s["scorer"],
+        n=s.get("n"),
+        decoding=s.get("decoding"),
+        max_new_tokens=s.get("max_new_tokens"),
+        scored_text=s.get("scored_text"),
+        test_file=s.get("test_file"),
     )
     if st.random:  # resource-only cells: never show their accuracy
         return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bench.core import protocols
 from bench.core.catalog import TASKS, TRAINING_SETS
 from bench.core.cell import Cell
 from bench.core.metrics import Metric
@@ -151,7 +152,7 @@ def config_labels(cells: list[Cell]) -> dict[tuple, str]:
         variants.setdefault(config_key(c)[:3], set()).add((c.gpus, c.eval_bits))
 
     def order(c: Cell):
-        batch = c.train.batch_per_gpu if c.variant and c.train else 0
+        batch = c.train.batch_per_gpu if _batch_variant(c) and c.train else 0
         return (model_order[c.model.name], not c.is_base, -(c.bits or 0), c.rank or 0, c.gpus, c.eval_bits,
                 batch)  # fmt: skip
 
@@ -161,14 +162,21 @@ def config_labels(cells: list[Cell]) -> dict[tuple, str]:
         label = f"{c.model.name} {c.config_label}"
         label += f" · {c.gpus} GPU" if len({g for g, _ in seen}) > 1 else ""
         label += f" · eval {c.eval_bits}-bit" if len({e for _, e in seen}) > 1 else ""
-        label += f" · batch {c.train.batch_per_gpu}" if c.variant and c.train else ""
+        label += f" · batch {c.train.batch_per_gpu}" if _batch_variant(c) and c.train else ""
+        label += f" · {c.eval.protocol}" if c.eval.protocol != protocols.DEFAULT_PROTOCOL else ""
         label += " (random weights)" if c.model.weights == "random" else ""
         out.setdefault(config_key(c), label)
     return out
 
 
+def _batch_variant(cell: Cell) -> bool:
+    return any(part[:1] == "b" and part[1:].isdigit() for part in cell.variant.split("__"))
+
+
 def eval_tasks(cell: Cell) -> tuple[str, ...]:
-    return TRAINING_SETS[cell.task].eval_tasks if cell.task in TRAINING_SETS else (cell.task,)
+    tasks = TRAINING_SETS[cell.task].eval_tasks if cell.task in TRAINING_SETS else (cell.task,)
+    # A protocol may score a task on its source's split (finlora-2024: fiqa_sa_fingpt).
+    return tuple(protocols.get(cell.eval.protocol).test_task(t) for t in tasks)
 
 
 def task_order(task: str) -> int:

@@ -14,6 +14,7 @@ import yaml
 
 from bench.core.metrics import METRICS, Metric
 from bench.core.records import Phase
+from bench.report.likeness import likeness_to_source, published_task
 from bench.report.model import (
     CellState,
     Column,
@@ -68,11 +69,7 @@ def score_comparison(states: list[CellState], published: dict) -> Table:
     columns = (
         *(Column(label) for label in ("Task", "Configuration", "Source", "Our scorer")),
         *(Column("Ours F1" if m.key == "weighted_f1" else m.label, "", m) for m in numbers),
-        *(
-            Column(label)
-            for label in ("Scorer match", "Decoding (ours / theirs)", "Eval bits (ours / theirs)")
-        ),
-        Column("Caveats"),
+        *(Column(label) for label in ("Like for like", "Matches", "Differs")),
     )
     rows, sources = [], []
     for name in SCORE_BLOCKS:
@@ -80,21 +77,25 @@ def score_comparison(states: list[CellState], published: dict) -> Table:
         if not block:
             continue
         label = block.get("bench_label", name)
-        sources.append(f"{label}: {block['source']}. Their scorer: {block['scorer']}.")
+        bits = block.get("eval_bits") or "not stated"
         sources.append(
-            f"Scorer match for {label}: {block.get('bench_scorer_match')}: {block.get('bench_scorer_note')}."
+            f"{label}: {block['source']}. Their scorer: {block['scorer']}. Their decoding: "
+            f"{block.get('decoding') or 'not stated'}. Their eval bits: {bits}."
         )
         for st in states:
             key = paper_key(st)
             for task in eval_tasks(st.cell) if key and not st.random else ():
-                pub_acc = published_value(block, "accuracy", task, key)
+                pub_acc = published_value(block, "accuracy", published_task(task), key)
                 if pub_acc is not None:
                     rows.append(_score_row(st, task, block, labels[config_key(st.cell)], pub_acc, key))
     order = {label: i for i, label in enumerate(labels.values())}
     rows.sort(key=lambda r: (task_order(r[0].value), r[2].text, order[r[1].text]))
     notes = (
-        "Δ = ours − published (accuracy in percentage points). Each source is compared with our scorer "
-        "closest to its rule; 'Scorer match' says how close. — in Published F1: not published.",
+        "Δ = ours − published (accuracy in percentage points); — in Published F1: not published. 'Like for "
+        "like' is yes only when protocol (decoding, new tokens, eos, scored text), scorer, test split (the "
+        "whole file), test labels, eval bits and F1's argument order all match the source; 'Differs' names "
+        "each difference (ours, theirs). Protocols: bench.core.protocols; the sources' settings: "
+        "bench/report/published.yaml.",
         *sources,
     )
     if not rows:
@@ -106,7 +107,9 @@ def _score_row(
     st: CellState, task: str, block: dict, label: str, pub_acc: float, key: str
 ) -> tuple[Entry, ...]:
     scorer = block.get("bench_scorer", "finlora")
-    pub_f1 = published_value(block, "weighted_f1", task, key)
+    if st.score(task, scorer) is None and block.get("bench_fallback_scorer"):  # records older than it
+        scorer = block["bench_fallback_scorer"]
+    pub_f1 = published_value(block, "weighted_f1", published_task(task), key)
     ours = st.score(task, scorer) if st.outcome[0] == "ok" else None
     status = "ok" if ours else ("none" if st.outcome[0] == "ok" else st.outcome[0])
     missing = "no score" if st.outcome[0] == "ok" else st.label
@@ -117,9 +120,17 @@ def _score_row(
     row.append(_entry(PUB_F1, pub_f1))
     row += [_ours(METRICS["weighted_f1"], f1, status, missing)]
     row.append(_delta(DELTA_F1, None if f1 is None or pub_f1 is None else f1 - pub_f1))
-    row += [Entry(block.get("bench_scorer_match", "unknown")), _decoding(ours, block), _eval_bits(st, block)]
-    row.append(Entry(_caveats(st, task, ours) or "—"))
-    return tuple(row)
+    return tuple(row) + _likeness(st, task, block, key, ours)
+
+
+def _likeness(st: CellState, task: str, block: dict, key: str, ours: dict | None) -> tuple[Entry, ...]:
+    if ours is None:
+        return (Entry("—", status="none"),) * 3
+    split = next((d for d in (st.eval.data if st.eval else []) if d.get("task") == task), {})
+    split = {**split, "limit": st.cell.eval.limit}
+    found = likeness_to_source(block, key, task, ours, st.cell.eval_bits, split)
+    verdict = Entry("yes" if found.like_for_like else "no", found.like_for_like)
+    return verdict, Entry(", ".join(found.matches) or "—"), Entry("; ".join(found.differs) or "—")
 
 
 def _ours(metric: Metric, value, status: str, missing: str) -> Entry:
@@ -130,30 +141,6 @@ def _ours(metric: Metric, value, status: str, missing: str) -> Entry:
 
 def _delta(metric: Metric, value: float | None) -> Entry:
     return Entry("—", status="none") if value is None else Entry(metric.format(value), value)
-
-
-def _decoding(ours: dict | None, block: dict) -> Entry:
-    mine = f"{ours.get('decoding')}, {ours.get('max_new_tokens')} tokens" if ours else "—"
-    theirs = block.get("decoding") or "not stated"
-    return Entry(
-        f"{mine} / {theirs}",
-        note="the published source does not state its decoding" if not block.get("decoding") else "",
-    )
-
-
-def _eval_bits(st: CellState, block: dict) -> Entry:
-    theirs = block.get("eval_bits")
-    if theirs is None:
-        return Entry(f"{st.cell.eval_bits} / not stated")
-    mark = "✓" if theirs == st.cell.eval_bits else "✗"
-    return Entry(f"{st.cell.eval_bits} / {theirs} {mark}", theirs == st.cell.eval_bits)
-
-
-def _caveats(st: CellState, task: str, ours: dict | None) -> str:
-    out = ["local split, not comparable"] if st.local_split(task) else []
-    if st.cell.eval.limit and ours:
-        out.append(f"subset: n={ours.get('n')}")
-    return "; ".join(out)
 
 
 def memory_comparison(states: list[CellState], published: dict) -> Table:

@@ -69,9 +69,12 @@ def write_reports(
     records: list[RunRecord],
     out_dir: Path,
     skipped: dict[str, str] | None = None,
+    deviations: tuple[str, ...] = (),
 ) -> list[Path]:
     """Write out_dir/<matrix>.md, .html and .csv; ReportError when the matrix has no records at all."""
-    report = build_report(matrix_name, description, cells, records, load_published(), skipped)
+    report = build_report(
+        matrix_name, description, cells, records, load_published(), skipped=skipped, deviations=deviations
+    )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     md, html, csv = (out_dir / f"{matrix_name}.{ext}" for ext in ("md", "html", "csv"))

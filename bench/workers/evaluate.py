@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from bench.core.catalog import TRAINING_SETS
+from bench.core import protocols
+from bench.core.catalog import TASKS, TRAINING_SETS
 from bench.core.data import load_splits
 from bench.core.outcomes import STARTED, EvalMetrics, Outcome
 from bench.core.records import Phase, Status
@@ -113,12 +114,17 @@ def evaluate_cell(
 
     from bench.workers.lm import BenchLM
 
-    tasks = list(TRAINING_SETS[cell.task].eval_tasks)
+    protocol = protocols.get(cell.eval.protocol)
+    tasks = [protocol.test_task(t) for t in TRAINING_SETS[cell.task].eval_tasks]  # data tasks scored
+    lm_tasks = {task: task + protocol.task_suffix for task in tasks}  # their lm-eval task names
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     gen_kwargs = {"max_gen_toks": cell.eval.max_new_tokens} if cell.eval.max_new_tokens else None
     with Clock() as tasks_clock:  # the task data: loading, not evaluating
-        loaded = load_tasks(tasks, data_dir, gen_kwargs)
-    lm = BenchLM(pretrained=model, tokenizer=tokenizer, batch_size=cell.eval.batch_size)
+        loaded = load_tasks(list(lm_tasks.values()), data_dir, gen_kwargs)
+    lm = BenchLM(pretrained=model, tokenizer=tokenizer, batch_size=cell.eval.batch_size,
+                 eos_policy=protocol.eos, stop_early=protocol.stops_early)  # fmt: skip
+    seed = protocols.DEFAULT_SEED if cell.eval.seed is None else cell.eval.seed
+    torch.manual_seed(seed)  # per cell: a cell's draws do not depend on the cells before it
     indices = list(range(torch.cuda.device_count()))
     reset_torch_peaks(device)
     sampler = NvmlSampler(indices)
@@ -130,11 +136,11 @@ def evaluate_cell(
         )  # fmt: skip
     scores, examples = [], 0
     for task in tasks:
-        samples = sorted(results["samples"][task], key=lambda s: s["doc_id"])
+        samples = sorted(results["samples"][lm_tasks[task]], key=lambda s: s["doc_id"])
         outputs = [s["filtered_resps"][0] for s in samples]
         targets = [s["target"] for s in samples]
         write_samples(cell_dir / f"samples_{task}.jsonl", samples)
-        scores += task_scores(task, outputs, targets, cell, results, data_dir)
+        scores += task_scores(task, outputs, targets, cell, results, data_dir, lm_tasks[task], seed)
         examples += len(samples)
     peaks = [torch_peaks_gb(torch.device("cuda", i)) for i in indices] or [(None, None)]
     metrics = EvalMetrics(
@@ -148,7 +154,8 @@ def evaluate_cell(
         device=device_names()[0],
         devices=device_names(),
         device_map=dict(Counter(str(d) for d in getattr(model, "hf_device_map", {"": "cpu"}).values())),
-        lm_eval={t: _plain(results["results"].get(t, {})) for t in tasks},
+        lm_eval={t: _plain(results["results"].get(lm_tasks[t], {})) for t in tasks},
+        protocol=protocol.name,
         memory=memory_fields([p[0] for p in peaks], [p[1] for p in peaks], sampler.peaks_gb(), sampler.error,
                              [peak_rss_gb()]),
     )  # fmt: skip
@@ -198,10 +205,15 @@ def load_tasks(tasks: list[str], data_dir: Path, gen_kwargs: dict | None) -> dic
     return loaded
 
 
-def task_scores(task, outputs, targets, cell, results, data_dir) -> list[dict]:
-    config = results.get("configs", {}).get(task, {})
+def task_scores(task, outputs, targets, cell, results, data_dir, lm_task, seed) -> list[dict]:
+    config = results.get("configs", {}).get(lm_task, {})
     max_new = (config.get("generation_kwargs") or {}).get("max_gen_toks")
-    local = load_splits(task, data_dir).info.local_split
+    info = load_splits(task, data_dir).info
+    protocol = protocols.get(cell.eval.protocol)
+    test_file = f"{TASKS[task].folder}/{Path(info.test_file).name}" if info.test_file else None
+    how = {"protocol": protocol.name, "scored_text": protocol.scored_text, "eos": protocol.eos,
+           "seed": seed if protocol.decoding.sample else None, "test_file": test_file}  # fmt: skip
+    local = info.local_split
     out = []
     for scorer in SCORERS:
         point = score(task, outputs, targets, scorer)
@@ -214,7 +226,8 @@ def task_scores(task, outputs, targets, cell, results, data_dir) -> list[dict]:
             "task": task, "scorer": scorer, "n": len(outputs),
             "accuracy": point["accuracy"], "weighted_f1": point.get("weighted_f1"),
             "accuracy_ci": _pair(ci.get("accuracy")), "weighted_f1_ci": _pair(ci.get("weighted_f1")),
-            "decoding": "greedy", "max_new_tokens": cell.eval.max_new_tokens or max_new, "local_split": local,
+            "decoding": protocol.decoding.describe(seed), "local_split": local, **how,
+            "max_new_tokens": cell.eval.max_new_tokens or max_new,
         })  # fmt: skip
     return out
 

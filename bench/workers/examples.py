@@ -13,7 +13,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench.core.catalog import TASKS_DIR
+from bench.core.catalog import TASKS_DIR, TRAINING_SETS
+from bench.core.mixes import MIXES, mix_order
+from bench.workers.truncation import PromptTooLong, fit_prompt, refuse_unfit
 
 IGNORE = -100
 
@@ -50,20 +52,57 @@ class Encoded:
 
 
 def encode(tokenizer, prompt: str, target: str, max_len: int) -> Encoded:
-    """Loss on the target tokens (and EOS) only; a too-long prompt loses its start, not its question.
+    """Loss on the target tokens (and EOS) only; a too-long prompt loses the middle of its input text,
+    never its instruction or its "Answer:" tail (bench.workers.truncation), or is refused.
 
     The prompt gets the tokenizer's default special tokens (Llama 3 adds BOS), exactly as
     lm-eval's HFLM encodes it at evaluation time.
     """
-    prompt_ids = tokenizer(prompt).input_ids
     target_ids = tokenizer(target, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
-    keep = 1 if prompt_ids[:1] == [tokenizer.bos_token_id] else 0
-    room = max(0, max_len - len(target_ids) - keep)
-    truncated = len(prompt_ids) - keep > room
-    if truncated:
-        prompt_ids = prompt_ids[:keep] + (prompt_ids[-room:] if room else [])
-        target_ids = target_ids[: max_len - len(prompt_ids)]
-    return Encoded(prompt_ids + target_ids, [IGNORE] * len(prompt_ids) + target_ids, truncated)
+    fitted = fit_prompt(tokenizer, prompt, max_len - len(target_ids))
+    return Encoded(fitted.ids + target_ids, [IGNORE] * len(fitted.ids) + target_ids, fitted.truncated)
+
+
+@dataclass(frozen=True)
+class TrainingRow:
+    task: str
+    row: int  # its number (from 1) in the task's train split, to name it in errors
+    prompt: str
+    target: str
+
+
+def training_rows(training_set: str, data_dir: Path, limit: int | None, seed: int) -> list[TrainingRow]:
+    """A training set's rows in training order: a mix (bench.core.mixes) repeats its parts and orders
+    them with its own seeded permutation; any other set is its tasks' rows shuffled with the cell's
+    seed (the order training_pairs gives)."""
+    from lm_eval.tasks import get_task_dict
+
+    tasks = TRAINING_SETS[training_set].train_tasks
+    task_dict = get_task_dict(list(tasks), task_manager(data_dir))
+    per_task = {}
+    for name in tasks:
+        task = task_dict[name]
+        pairs = ((task.doc_to_text(d), str(task.doc_to_target(d))) for d in task.training_docs())
+        per_task[name] = [TrainingRow(name, i, *pair) for i, pair in enumerate(pairs, start=1)]
+    if training_set in MIXES:
+        order = mix_order(MIXES[training_set], {name: len(rows) for name, rows in per_task.items()})
+        rows = [per_task[name][i] for name, i in order]
+    else:
+        rows = [row for name in tasks for row in per_task[name]]
+        random.Random(seed).shuffle(rows)
+    return rows[:limit] if limit else rows
+
+
+def encode_rows(tokenizer, rows: list[TrainingRow], max_len: int) -> list[Encoded]:
+    """Every row encoded; rows that cannot fit are collected and refused together, by name."""
+    encoded, problems = [], []
+    for r in rows:
+        try:
+            encoded.append(encode(tokenizer, r.prompt, r.target, max_len))
+        except PromptTooLong as exc:
+            problems.append((r.task, r.row, str(exc)))
+    refuse_unfit(problems, max_len)
+    return encoded
 
 
 def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, world: int) -> list[list[int]]:

@@ -37,14 +37,27 @@ class AnswersComplete(transformers.StoppingCriteria):
 
 
 class BenchLM(HFLM):
+    """eos_policy "all" stops at every eos id the model knows; "tokenizer" at tokenizer.eos_token_id
+    only, as FinLoRA's generate(eos_token_id=tokenizer.eos_token_id) did (bench.core.protocols).
+    stop_early adds AnswersComplete: right only where the first line is what gets scored."""
+
+    def __init__(self, *args, eos_policy: str = "all", stop_early: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.eos_policy, self.stop_early = eos_policy, stop_early
+
     def _model_generate(self, context, max_length: int, stop: list[str], **generation_kwargs):
         # HFLM's own settings (greedy when temperature is 0, its stop sequences), plus AnswersComplete.
         if generation_kwargs.get("temperature", 0.0) == 0.0 and generation_kwargs.get("do_sample") is None:
             generation_kwargs["do_sample"] = False
         if generation_kwargs.get("do_sample") is False:
             generation_kwargs.pop("temperature", None)
+        if self.eos_policy == "tokenizer":
+            generation_kwargs["eos_token_id"] = self.tokenizer.eos_token_id
         criteria = stop_sequences_criteria(self.tokenizer, stop, context.shape[1], context.shape[0])
-        criteria.append(AnswersComplete(self.tokenizer, context.shape[1], context.shape[0], self._eos_ids()))
+        if self.stop_early:
+            criteria.append(
+                AnswersComplete(self.tokenizer, context.shape[1], context.shape[0], self._eos_ids())
+            )
         return self.model.generate(
             input_ids=context,
             max_length=max_length,
@@ -55,6 +68,8 @@ class BenchLM(HFLM):
         )
 
     def _eos_ids(self) -> list[int]:
+        if self.eos_policy == "tokenizer":
+            return [self.tokenizer.eos_token_id]
         configured = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
         ids = configured if isinstance(configured, list) else [configured]
         return [i for i in (*ids, self.tokenizer.eos_token_id) if i is not None]

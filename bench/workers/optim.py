@@ -36,10 +36,11 @@ def deepspeed_config(cfg, world: int, optimizer: str, total_steps: int) -> dict:
             "type": "ZeroOneAdam",
             "params": {
                 "lr": cfg.lr,
-                "weight_decay": 0.0,
+                "weight_decay": cfg.weight_decay,
                 "bias_correction": False,
-                # Variance freezes after this many steps (DeepSpeed's tutorial uses ~1000 at scale).
-                "var_freeze_step": max(1, min(1000, total_steps // 4)),
+                # Variance freezes after this many steps (DeepSpeed's tutorial uses ~1000 at scale; the
+                # paper's config 1000); by default a quarter of a short run, so that it freezes at all.
+                "var_freeze_step": cfg.var_freeze_step or max(1, min(1000, total_steps // 4)),
                 "var_update_scaler": 16,
                 "local_step_scaler": 1000,
                 "local_step_clipper": 16,
@@ -49,7 +50,8 @@ def deepspeed_config(cfg, world: int, optimizer: str, total_steps: int) -> dict:
         }
     else:
         # torch_adam: the plain torch AdamW, no compiled DeepSpeed op needed (CPU and GPU alike).
-        opt = {"type": "AdamW", "params": {"lr": cfg.lr, "weight_decay": 0.0, "torch_adam": True}}
+        params = {"lr": cfg.lr, "weight_decay": cfg.weight_decay, "torch_adam": True}
+        opt = {"type": "AdamW", "params": params}
     config = {
         "train_micro_batch_size_per_gpu": cfg.batch_per_gpu,
         "gradient_accumulation_steps": cfg.grad_accum,

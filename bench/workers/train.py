@@ -16,6 +16,7 @@ import torch.distributed as dist
 
 from bench.core.catalog import TRAINING_SETS
 from bench.core.data import load_splits
+from bench.core.mixes import MIXES, mix_note
 from bench.core.outcomes import Outcome, TrainMetrics
 from bench.core.records import Phase, Status
 from bench.models.loading import (
@@ -29,12 +30,12 @@ from bench.models.loading import (
 from bench.models.random_weights import NOTE as RANDOM_NOTE
 from bench.workers import faults
 from bench.workers.examples import (
-    encode,
+    encode_rows,
     keeps_logits,
     length_grouped_batches,
     make_batch,
     target_loss,
-    training_pairs,
+    training_rows,
 )
 from bench.workers.measure import (
     Clock,
@@ -47,6 +48,7 @@ from bench.workers.measure import (
 )
 from bench.workers.optim import choose_optimizer, deepspeed_config
 from bench.workers.protocol import failure, parse_args, progress, read_cell, write_outcome
+from bench.workers.truncation import truncated_by_task
 
 
 def main(argv=None) -> int:
@@ -132,8 +134,8 @@ def train_cell(cell, cell_dir, data_dir) -> Outcome:
     trainable, total = model.get_nb_trainable_parameters()
 
     train_tasks = TRAINING_SETS[cell.task].train_tasks
-    pairs = training_pairs(train_tasks, data_dir, cfg.train_limit, cfg.seed)
-    encoded = [encode(tokenizer, p, t, cfg.max_seq_len) for p, t in pairs]
+    rows = training_rows(cell.task, data_dir, cfg.train_limit, cfg.seed)
+    encoded = encode_rows(tokenizer, rows, cfg.max_seq_len)  # refuses rows that cannot fit, by name
     optimizer, fallback = choose_optimizer(cfg.optimizer, device)
     batches_per_rank = len(encoded) // cfg.batch_per_gpu // world
     if batches_per_rank == 0:
@@ -171,6 +173,7 @@ def train_cell(cell, cell_dir, data_dir) -> Outcome:
         examples_seen=stats["examples"],
         train_examples=len(encoded),
         truncated_examples=sum(e.truncated for e in encoded),
+        truncated_by_task=truncated_by_task([r.task for r in rows], [e.truncated for e in encoded]),
         train_loss_first=stats["curve"][0][1],
         train_loss_last=stats["curve"][-1][1],
         loss_curve=stats["curve"],
@@ -199,6 +202,8 @@ def train_cell(cell, cell_dir, data_dir) -> Outcome:
     if cell.model.weights == "random":
         notes.append(RANDOM_NOTE)
     data = [load_splits(task, data_dir).info.to_dict() for task in train_tasks]
+    if cell.task in MIXES:
+        notes.append(mix_note(MIXES[cell.task], data))
     return Outcome(Status.OK, metrics, data=tuple(data), artifacts={"adapter": str(adapter_dir)},
                    notes=tuple(notes))  # fmt: skip
 
