@@ -45,6 +45,9 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     seed: int = 42
     time_limit_s: int | None = None
+    # lora | dora | rslora (bench.core.methods). Left out of Cell.to_dict when "lora", which keeps the
+    # keys (and so the records) of every cell made before methods existed.
+    method: str = "lora"
 
 
 @dataclass(frozen=True)
@@ -67,9 +70,9 @@ class Cell:
     eval_bits: int
     train: TrainConfig | None
     eval: EvalConfig = field(default_factory=EvalConfig)
-    # Set by axes beyond the six above (e.g. batch): "b8". It names the cell; its settings already
-    # differ in train, so the key differs too. Left out of to_dict when empty, which keeps the keys
-    # (and so the records) of every cell made before such axes existed.
+    # Set by axes beyond the six above (batch, seed): "b8", "s1", "b8__s1". It names the cell; its
+    # settings already differ in train, so the key differs too. Left out of to_dict when empty, which
+    # keeps the keys (and so the records) of every cell made before such axes existed.
     variant: str = ""
 
     @property
@@ -78,7 +81,10 @@ class Cell:
 
     @property
     def config_label(self) -> str:
-        return "base" if self.is_base else f"{self.bits}bit-r{self.rank}"
+        if self.is_base:
+            return "base"
+        method = self.train.method if self.train else "lora"
+        return f"{self.bits}bit-r{self.rank}" + ("" if method == "lora" else f"-{method}")
 
     @property
     def id(self) -> str:
@@ -100,6 +106,8 @@ class Cell:
         data = asdict(self)
         if not data["variant"]:
             del data["variant"]
+        if data["train"] is not None and data["train"]["method"] == "lora":
+            del data["train"]["method"]
         return data
 
     @classmethod

@@ -27,7 +27,7 @@ def script_flags(cell: Cell, source: str, data_dir: Path, steps: int) -> list[st
         "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout, "targets": ",".join(cfg.target_modules),
         "batch": cfg.batch_per_gpu, "grad-accum": cfg.grad_accum, "steps": steps, "lr": cfg.lr,
         "warmup-steps": cfg.warmup_steps, "max-seq-len": cfg.max_seq_len, "seed": cfg.seed,
-        "precision": cfg.precision,
+        "precision": cfg.precision, "method": cfg.method,
     }  # fmt: skip
     if cfg.train_limit is not None:
         values["train-limit"] = cfg.train_limit

@@ -16,6 +16,7 @@ import torch
 
 from bench.core.catalog import TRAINING_SETS
 from bench.core.data import load_splits
+from bench.core.methods import refusal
 from bench.core.scoring import SCORERS, bootstrap_ci, score
 from bench.models.loading import compute_dtype, load_model, load_tokenizer, resolve_source
 from bench.models.random_weights import NOTE as RANDOM_NOTE
@@ -86,6 +87,10 @@ def with_adapter(model, cell, adapter_dir: Path):
     from peft import PeftModel
 
     faults.inject("eval", cell.id)
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    reason = None if cell.is_base else refusal(cell.train.method, cell.eval_bits, device_type, "evaluation")
+    if reason:
+        raise ValueError(reason)
     with Clock() as clock:
         if cell.is_base:
             if isinstance(model, PeftModel):  # a base row after an adapter: unwrap, adapters removed

@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.core.methods import METHODS, lora_switches
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -40,6 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-seq-len", type=int, default=512)
     p.add_argument("--train-limit", type=int, default=None)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--method", choices=tuple(METHODS), default="lora", help="LoRA method (peft's switches)")
     p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="GPU compute dtype")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--padding", choices=("longest", "max_length"), default="longest")
@@ -79,6 +82,7 @@ def load_model(args, dtype):
         target_modules=args.targets.split(","),
         bias="none",
         task_type="CAUSAL_LM",
+        **lora_switches(args.method),
     )
     return get_peft_model(model, lora)
 
