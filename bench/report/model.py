@@ -211,9 +211,10 @@ def config_labels(cells: list[Cell]) -> dict[tuple, str]:
         variants.setdefault(config_key(c)[:3], set()).add((c.gpus, c.eval_bits))
 
     def order(c: Cell):
-        batch = c.train.batch_per_gpu if c.variant and c.train else 0
+        batch = c.train.batch_per_gpu if variant_names(c, "b") and c.train else 0
+        seed = c.train.seed if variant_names(c, "s") and c.train else 0
         return (model_order[c.model.name], not c.is_base, -(c.bits or 0), c.rank or 0, c.gpus, c.eval_bits,
-                batch)  # fmt: skip
+                batch, seed)  # fmt: skip
 
     out = {}
     for c in sorted(cells, key=order):
@@ -221,10 +222,16 @@ def config_labels(cells: list[Cell]) -> dict[tuple, str]:
         label = f"{c.model.name} {c.config_label}"
         label += f" · {c.gpus} GPU" if len({g for g, _ in seen}) > 1 else ""
         label += f" · eval {c.eval_bits}-bit" if len({e for _, e in seen}) > 1 else ""
-        label += f" · batch {c.train.batch_per_gpu}" if c.variant and c.train else ""
+        label += f" · batch {c.train.batch_per_gpu}" if variant_names(c, "b") and c.train else ""
         label += " (random weights)" if c.model.weights == "random" else ""
+        label += f" · seed {c.train.seed}" if variant_names(c, "s") and c.train else ""
         out.setdefault(config_key(c), label)
     return out
+
+
+def variant_names(cell: Cell, prefix: str) -> bool:
+    """Does the cell's variant name this axis ("b" batch, "s" seed: "b8__s1")?"""
+    return any(part[:1] == prefix and part[1:].isdigit() for part in cell.variant.split("__") if part)
 
 
 def eval_tasks(cell: Cell) -> tuple[str, ...]:
