@@ -156,3 +156,14 @@ def test_the_statistics_layers_import_no_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_dora_and_rslora_cells_are_not_matched_with_published_lora_rows():
+    from bench.report.model import CellState
+    from bench.report.published import paper_key
+
+    m = parse({**MATRIX, "models": {"llama-3.1-8b": {"source": "meta-llama/Llama-3.1-8B-Instruct"}},
+               "axes": {**MATRIX["axes"], "model": ["llama-3.1-8b"], "method": ["lora", "dora", "rslora"]}},
+              Path("m.yaml"))  # fmt: skip
+    keys = {(c.train.method if c.train else "base"): paper_key(CellState(c, None, None)) for c in m.cells}
+    assert keys == {"base": "8b_base", "lora": "8b_4bit_r4", "dora": None, "rslora": None}
