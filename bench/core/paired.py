@@ -85,14 +85,21 @@ def paired_bootstrap(
 
 def weighted_f1(gold: np.ndarray, pred: np.ndarray, n_labels: int) -> np.ndarray:
     """Weighted F1 of every row of gold/pred (2-D integer label codes), as sklearn's f1_score(average=
-    "weighted", zero_division=0): per-label F1 weighted by gold support. Vectorised over resamples."""
+    "weighted", zero_division=0): per-label F1 weighted by gold support. Vectorised over resamples, and
+    counted per label rather than through a confusion matrix, so open-answer tasks (XBRL: a label per
+    distinct wrong output) stay at resamples x labels numbers."""
     gold, pred = np.atleast_2d(gold), np.atleast_2d(pred)
     resamples, n = gold.shape
-    offset = np.arange(resamples)[:, None] * n_labels * n_labels
-    flat = np.bincount((offset + gold * n_labels + pred).ravel(), minlength=resamples * n_labels**2)
-    confusion = flat.reshape(resamples, n_labels, n_labels)  # [r, gold, pred]
-    hits = np.diagonal(confusion, axis1=1, axis2=2)
-    support, predicted = confusion.sum(axis=2), confusion.sum(axis=1)
+    offset = np.arange(resamples)[:, None] * n_labels
+    size = resamples * n_labels
+
+    def per_label(codes, weights=None):
+        flat = np.bincount((offset + codes).ravel(), weights=None if weights is None else weights.ravel(),
+                           minlength=size)  # fmt: skip
+        return flat.reshape(resamples, n_labels)
+
+    support, predicted = per_label(gold), per_label(pred)
+    hits = per_label(gold, (gold == pred).astype(float))
     total = support + predicted
     f1 = np.divide(2 * hits, total, out=np.zeros(hits.shape), where=total > 0)
     return (f1 * support).sum(axis=1) / n
