@@ -211,10 +211,10 @@ def config_labels(cells: list[Cell]) -> dict[tuple, str]:
         variants.setdefault(config_key(c)[:3], set()).add((c.gpus, c.eval_bits))
 
     def order(c: Cell):
+        # Seeds and methods keep the matrix's order (a stable sort): a method's seeds stay side by side.
         batch = c.train.batch_per_gpu if variant_names(c, "b") and c.train else 0
-        seed = c.train.seed if variant_names(c, "s") and c.train else 0
         return (model_order[c.model.name], not c.is_base, -(c.bits or 0), c.rank or 0, c.gpus, c.eval_bits,
-                batch, seed)  # fmt: skip
+                batch)  # fmt: skip
 
     out = {}
     for c in sorted(cells, key=order):
