@@ -84,7 +84,7 @@ def paired_table(rows: list[PairRow], scorer: str) -> Table:
     columns += [Column("Δ Acc over seeds", "", DELTA_ACC)] if with_seeds else []
     body = []
     for r in rows:
-        head = [Entry(r.task, r.task), Entry(r.label_a), Entry(r.label_b), Entry(r.pair.kind)]
+        head = [_task_entry(r), Entry(r.label_a), Entry(r.label_b), Entry(r.pair.kind)]
         if r.result is None:
             first, dash = r.empty()
             body.append(tuple(head + [first] + [dash] * (len(columns) - len(head) - 1)))
@@ -119,6 +119,12 @@ def _numbers(result: PairedScores, holm_p: float) -> list[Entry]:
         Entry(_p(holm_p), holm_p),
         Entry(verdict(acc.estimate, holm_p), verdict(acc.estimate, holm_p)),
     ]  # fmt: skip
+
+
+def _task_entry(r: PairRow) -> Entry:
+    """The eval task, and the training set where it differs (fpb scored by a 'sentiment' adapter)."""
+    via = r.pair.a.task
+    return Entry(r.task if via == r.task else f"{r.task} (adapter: {via})", r.task)
 
 
 def _p(value: float) -> str:
@@ -169,7 +175,7 @@ def equivalence_table(rows: list[PairRow], scorer: str) -> Table | None:
                Column("Answer"))  # fmt: skip
     body = []
     for r in asked:
-        head = [Entry(r.task, r.task), Entry(r.label_a), Entry(r.label_b)]
+        head = [_task_entry(r), Entry(r.label_a), Entry(r.label_b)]
         margin = Entry(f"±{r.pair.margin:g}", r.pair.margin)
         if r.result is None:
             first, dash = r.empty()
