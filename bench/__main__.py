@@ -124,7 +124,8 @@ def _report(matrix: Matrix, store: Store, out_dir: Path, skipped: dict[str, str]
     try:
         paths = write_reports(
             matrix.name, matrix.description, list(matrix.cells), store.records(), out_dir,
-            skipped=skipped, deviations=matrix.deviations,
+            skipped=skipped, deviations=matrix.deviations, comparisons=matrix.comparisons,
+            results_dir=store.root,
         )  # fmt: skip
     except ReportError as exc:
         raise StoreError(str(exc)) from exc
@@ -185,6 +186,7 @@ def cmd_check(args) -> int:
     host has no plain run after it, so that train_speed_vs_plain compares two runs made one after
     the other here.
     """
+    from bench.core.samples import SampleReader
     from bench.gate.check import CheckError, gate
 
     matrix = load(args.matrix)
@@ -198,9 +200,9 @@ def cmd_check(args) -> int:
         launcher = Launcher(store.root.resolve(), resolve_data_dir(args.data_dir), matrix.name)
         measure_missing(matrix.cells, store, launcher)  # prints each run's progress and outcome
     try:
-        status, text = gate(
-            matrix.cells, matrix.name, Store(results_dir(args)).records(), Path(args.baseline), args.update
-        )
+        store = Store(results_dir(args))
+        status, text = gate(matrix.cells, matrix.name, store.records(), Path(args.baseline), args.update,
+                            SampleReader(store.root))  # fmt: skip
     except CheckError as exc:
         raise MatrixError(str(exc)) from exc  # a bad baseline file is bad input: exit 2
     print(text)

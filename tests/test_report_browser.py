@@ -50,9 +50,16 @@ def test_dom_holds_tables_and_plots(page, tmp_path):
     done = run_browser(chromium(), tmp_path / "profile", "--dump-dom", page.as_uri())
     assert done.returncode == 0, done.stderr[-2000:]
     dom = done.stdout
-    for key in ("results-finlora", "results-strict", "resources", "compare-scores", "compare-memory"):
+    for key in (
+        "results-finlora",
+        "results-strict",
+        "paired-finlora",
+        "resources",
+        "compare-scores",
+        "compare-memory",
+    ):
         assert f'id="{key}"' in dom
-    assert dom.count("<table") == 5
+    assert dom.count("<table") == 6
     assert dom.count("<svg") == 5 and "Pareto" in dom
     assert 'class="badge b-oom"' in dom and "random weights" in dom
 

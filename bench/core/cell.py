@@ -50,6 +50,7 @@ class TrainConfig:
     # Added after records existed: left out of to_dict at their defaults, so older cells keep their keys.
     weight_decay: float = 0.0
     var_freeze_step: int | None = None  # 0/1 Adam; None = bench's min(1000, total steps / 4)
+    method: str = "lora"  # lora | dora | rslora (bench.core.methods)
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class EvalConfig:
 
 
 LATER_EVAL_FIELDS = {"protocol": "bench", "seed": None}
-LATER_TRAIN_FIELDS = {"weight_decay": 0.0, "var_freeze_step": None}
+LATER_TRAIN_FIELDS = {"weight_decay": 0.0, "var_freeze_step": None, "method": "lora"}
 
 
 @dataclass(frozen=True)
@@ -80,9 +81,9 @@ class Cell:
     eval_bits: int
     train: TrainConfig | None
     eval: EvalConfig = field(default_factory=EvalConfig)
-    # Set by axes beyond the six above (e.g. batch): "b8". It names the cell; its settings already
-    # differ in train, so the key differs too. Left out of to_dict when empty, which keeps the keys
-    # (and so the records) of every cell made before such axes existed.
+    # Set by axes beyond the six above (batch, seed): "b8", "s1", "b8__s1". It names the cell; its
+    # settings already differ in train, so the key differs too. Left out of to_dict when empty, which
+    # keeps the keys (and so the records) of every cell made before such axes existed.
     variant: str = ""
 
     @property
@@ -91,7 +92,10 @@ class Cell:
 
     @property
     def config_label(self) -> str:
-        return "base" if self.is_base else f"{self.bits}bit-r{self.rank}"
+        if self.is_base:
+            return "base"
+        method = self.train.method if self.train else "lora"
+        return f"{self.bits}bit-r{self.rank}" + ("" if method == "lora" else f"-{method}")
 
     @property
     def id(self) -> str:

@@ -4,14 +4,17 @@ Format (see matrices/*.yaml):
   name, description
   models:    {short-name: {source, weights, revision, trust_remote_code}}
   axes:      model, bits, rank, task, gpus, eval_bits, batch (per GPU; sets train.batch_per_gpu over
-             any default or override and names the cell "...__b8"), protocol (sets eval.protocol):
-             lists of values. A list of mappings under
+             any default or override and names the cell "...__b8"), seed (sets train.seed, names the cell
+             "...__s1"), method (lora | dora | rslora: sets train.method, names the configuration
+             "4bit-r4-dora"), protocol (sets eval.protocol): lists of values. A list of mappings under
              any other name is a linked axis: its values move together, e.g.
              quant: [{bits: 4, rank: 4}, {bits: 8, rank: 8}]
   base:      true adds base-model rows (no adapter, evaluation only)
   exclude:   [{axis: value-or-list, ...}]: drop cells matching every key
   train, eval: defaults; overrides: [{when: {axis: value-or-list}, train: {...}, eval: {...}}]
   deviations: [sentence, ...]: where the matrix departs from the source it reproduces, and why
+  compare:   [{a: {axis: value}, b: {axis: value}, margin: points}]: the pairs the report tests
+             (bench.core.comparisons); margin asks an equivalence question
 """
 
 from __future__ import annotations
@@ -36,12 +39,15 @@ from bench.core.cell import (
     ModelSpec,
     TrainConfig,
 )
+from bench.core.comparisons import Comparison, parse_comparisons, unmatched
+from bench.core.methods import METHODS
 from bench.models.sources import source_of
 
-AXES = ("model", "bits", "rank", "task", "gpus", "eval_bits", "batch", "protocol")
-OPTIONAL_AXES = ("batch", "protocol")  # absent: the train settings decide, and cell ids carry no variant
+AXES = ("model", "bits", "rank", "task", "gpus", "eval_bits", "batch", "seed", "method", "protocol")
+OPTIONAL_AXES = ("batch", "seed", "method", "protocol")  # absent: the settings decide, ids carry no variant
 TOP_KEYS = (
     "name", "description", "models", "axes", "base", "exclude", "train", "eval", "overrides", "deviations",
+    "compare",
 )  # fmt: skip
 MODEL_KEYS = tuple(f.name for f in fields(ModelSpec) if f.name != "name")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -59,6 +65,7 @@ class Matrix:
     cells: tuple[Cell, ...]
     # Where the matrix departs from the source it reproduces, each with its reason: shown in the report.
     deviations: tuple[str, ...] = ()
+    comparisons: tuple[Comparison, ...] = ()  # the matrix's `compare` (empty: the report's defaults)
 
 
 def load(path: str | Path) -> Matrix:
@@ -106,9 +113,13 @@ def parse(raw, path: Path) -> Matrix:
     deviations = raw.get("deviations", [])
     if not isinstance(deviations, list) or not all(isinstance(d, str) and d.strip() for d in deviations):
         ctx.fail("deviations", "must be a list of sentences: the setting, the source's value, ours and why")
+    comparisons = parse_comparisons(raw.get("compare", []), AXES, ctx)
+    for i in unmatched(comparisons, tuple(cells.values())):
+        ctx.fail(f"compare[{i}]", "pairs no two cells: a and b must select cells that differ only in the "
+                 "axes they name (same model, task, seed...); check the values against the axes")  # fmt: skip
     return Matrix(
         name=name, description=str(raw.get("description", "")), path=path, cells=tuple(cells.values()),
-        deviations=tuple(deviations),
+        deviations=tuple(deviations), comparisons=comparisons,
     )  # fmt: skip
 
 
@@ -208,6 +219,18 @@ def _check_values(ctx: _Context, combo: dict, models: dict) -> None:
             continue
         if not isinstance(combo[axis], int) or isinstance(combo[axis], bool) or combo[axis] <= 0:
             ctx.fail(f"axes.{axis}", f"{combo[axis]!r} must be a positive whole number")
+    if "seed" in combo and (not isinstance(combo["seed"], int) or isinstance(combo["seed"], bool)
+                            or combo["seed"] < 0):  # fmt: skip
+        ctx.fail("axes.seed", f"{combo['seed']!r} must be a whole number >= 0, e.g. seed: [1, 2]")
+    if "method" in combo:
+        _check_method(ctx, "axes.method", combo["method"])
+
+
+def _check_method(ctx: _Context, key: str, method) -> None:
+    if method not in METHODS:
+        close = difflib.get_close_matches(str(method), list(METHODS), n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"use one of {', '.join(METHODS)}"
+        ctx.fail(key, f"unknown LoRA method {method!r}; {hint}")
 
 
 def _config(ctx: _Context, cls, raw, prefix: str):
@@ -281,12 +304,18 @@ def _cell(ctx, values, models, train_defaults, eval_defaults, overrides) -> Cell
             train.update(train_over)
             evals.update(eval_over)
     base = values["bits"] is None
-    variant = ""
+    parts = []
     if "batch" in values and not base:  # a base row has no training: one row whatever the batch
-        train["batch_per_gpu"], variant = values["batch"], f"b{values['batch']}"
+        train["batch_per_gpu"] = values["batch"]
+        parts.append(f"b{values['batch']}")
+    if "method" in values and not base:  # named by config_label ("4bit-r4-dora"), not the variant
+        train["method"] = values["method"]
+    if "seed" in values and not base:
+        train["seed"] = values["seed"]
+        parts.append(f"s{values['seed']}")
     if "protocol" in values:
         evals["protocol"] = values["protocol"]
-    variant = with_protocol(ctx, evals, values, variant)
+    variant = with_protocol(ctx, evals, values, "__".join(parts))
     train_config = None if base else _validated_train(ctx, TrainConfig(**train), values)
     eval_config = _validated_eval(ctx, EvalConfig(**evals))
     return Cell(
@@ -308,6 +337,7 @@ def _validated_train(ctx: _Context, config: TrainConfig, values: dict) -> TrainC
         ctx.fail("train.optimizer", f"{config.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
     if config.precision not in PRECISIONS:
         ctx.fail("train.precision", f"{config.precision!r} is not one of {', '.join(PRECISIONS)}")
+    _check_method(ctx, "train.method", config.method)
     if config.zero_stage not in (0, 1, 2, 3):
         ctx.fail("train.zero_stage", "must be 0, 1, 2 or 3")
     if config.optimizer == "zero_one_adam" and config.zero_stage > 0:

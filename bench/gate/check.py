@@ -10,6 +10,8 @@ store holds a plain-script record (phase "plain", written by `bench check --run`
 bench.workers.plain) of the same cell from the same host: raw tokens/s from different machines say
 nothing about a regression.
 Only regressions fail: a score that rises or a loss that falls beyond the tolerance is "improved".
+"paired_gate": ["accuracy"] in the file adds bench.gate.paired_gate's checks: each adapter must beat its
+base row (and a constant majority-class answer) on the same rows, 95% paired lower bound above 0.
 """
 
 from __future__ import annotations
@@ -52,11 +54,11 @@ class Row:
     baseline: float | None
     now: float | None
     tolerance: str
-    verdict: str  # ok | improved | new | REGRESSED | MISSING | NEW (a cell the baseline lacks)
+    verdict: str  # ok | improved | new | REGRESSED | MISSING | NEW (a cell the baseline lacks) | NOT BETTER
 
     @property
     def failed(self) -> bool:
-        return self.verdict in ("REGRESSED", "MISSING", "NEW")
+        return self.verdict in ("REGRESSED", "MISSING", "NEW", "NOT BETTER")
 
 
 def rule(metric: str) -> tuple[str, str, float]:
@@ -219,6 +221,12 @@ def table(rows: list[Row]) -> str:
                      for line in [head, *body])  # fmt: skip
 
 
+def _paired(baseline: dict, path: Path, cells, records: list[RunRecord], samples) -> list[Row]:
+    from bench.gate.paired_gate import gate_metrics, paired_rows  # builds on this module's Row
+
+    return paired_rows(cells, latest(records), gate_metrics(baseline, path), samples)
+
+
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -230,9 +238,10 @@ def _delta(row: Row) -> str:
 
 
 def gate(
-    cells: tuple[Cell, ...], matrix: str, records: list[RunRecord], path: Path, update: bool
+    cells: tuple[Cell, ...], matrix: str, records: list[RunRecord], path: Path, update: bool, samples=None
 ) -> tuple[int, str]:
-    """(exit status, text): 1 on a regression or a missing cell/record; --update rewrites the file instead."""
+    """(exit status, text): 1 on a regression or a missing cell/record; --update rewrites the file instead.
+    samples (bench.core.samples.SampleReader) reads per-row outputs for the baseline's paired_gate."""
     keys = {c.id: c.key for c in cells}
     current, missing, notes = current_metrics(cells, latest(records), records)
     lines = [f"note: {n}" for n in notes]
@@ -243,8 +252,9 @@ def gate(
         write_baseline(path, updated(old, matrix, current, keys))
         count = sum(len(m) for m in current.values())
         return 0, "\n".join([*lines, f"wrote {path}: {len(current)} cells, {count} metrics"])
-    rows, more = diff_against_baseline(load_baseline(path), current, keys)
-    rows = missing + rows
+    baseline = load_baseline(path)
+    rows, more = diff_against_baseline(baseline, current, keys)
+    rows = missing + rows + _paired(baseline, path, cells, records, samples)
     failed = [r for r in rows if r.failed]
     verdict = f"FAILED: {len(failed)} of {len(rows)} checks" if failed else f"passed: {len(rows)} checks"
     if any(r.metric == SPEED for r in failed):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from bench.core.cell import Cell
+from bench.core.comparisons import Comparison
 from bench.core.metrics import METRICS, RESOURCES, Metric, shown_in
 from bench.core.records import Phase, RunRecord
 from bench.report.model import (
@@ -24,9 +25,11 @@ from bench.report.model import (
     config_labels,
     eval_tasks,
 )
+from bench.report.paired_table import SamplesFn, equivalence_table, paired_rows, paired_table
 from bench.report.planner_table import planner_table
 from bench.report.protocol_facts import protocol_facts
 from bench.report.published import comparison_tables
+from bench.report.seed_table import seed_table
 from bench.report.tables import first_line, resources_table, results_table, scorers
 
 __all__ = [
@@ -85,11 +88,16 @@ def build_report(
     cells: list[Cell],
     records: list[RunRecord],
     published: dict,
+    *,
     skipped: dict[str, str] | None = None,
     deviations: tuple[str, ...] = (),
+    comparisons: tuple[Comparison, ...] = (),
+    samples: SamplesFn | None = None,
 ) -> Report:
     """`skipped`: cell key -> why the fit check skipped it (shown as "skipped: would not fit");
-    `deviations`: the matrix's stated departures from the paper's recipe, for the header."""
+    `deviations`: the matrix's stated departures from the paper's recipe, for the header;
+    `samples` reads an eval record's per-row outputs (bench.core.samples.SampleReader); without it the
+    paired table lists its pairs and says that no samples were read."""
     keys = {c.key for c in cells}
     mine = [r for r in records if r.cell_key in keys and r.phase in BENCH_PHASES]
     if not mine:
@@ -101,6 +109,7 @@ def build_report(
     states = cell_states(cells, mine, skipped)
     names = scorers(states)
     tables = [results_table(states, name, i == 0) for i, name in enumerate(names)]
+    tables += statistics_tables(states, comparisons, names[0], samples)
     tables += [resources_table(states), *comparison_tables(states, published)]
     tables += [t for t in (planner_table(states),) if t is not None]
     return Report(
@@ -114,6 +123,15 @@ def build_report(
         long=tuple(long_rows(matrix, states)),
         curves=loss_curves(states),
     )
+
+
+def statistics_tables(
+    states: list[CellState], comparisons: tuple[Comparison, ...], scorer: str, samples: SamplesFn | None
+) -> list[Table]:
+    """Seed spread, paired differences and equivalence answers, under the primary scorer."""
+    rows = paired_rows(states, comparisons, scorer, samples)
+    found = [seed_table(states, scorer), paired_table(rows, scorer) if rows else None]
+    return [t for t in (*found, equivalence_table(rows, scorer)) if t is not None]
 
 
 def facts(

@@ -152,7 +152,8 @@ def config_labels(cells: list[Cell]) -> dict[tuple, str]:
         variants.setdefault(config_key(c)[:3], set()).add((c.gpus, c.eval_bits))
 
     def order(c: Cell):
-        batch = c.train.batch_per_gpu if _batch_variant(c) and c.train else 0
+        # Seeds and methods keep the matrix's order (a stable sort): a method's seeds stay side by side.
+        batch = c.train.batch_per_gpu if variant_names(c, "b") and c.train else 0
         return (model_order[c.model.name], not c.is_base, -(c.bits or 0), c.rank or 0, c.gpus, c.eval_bits,
                 batch)  # fmt: skip
 
@@ -162,15 +163,17 @@ def config_labels(cells: list[Cell]) -> dict[tuple, str]:
         label = f"{c.model.name} {c.config_label}"
         label += f" · {c.gpus} GPU" if len({g for g, _ in seen}) > 1 else ""
         label += f" · eval {c.eval_bits}-bit" if len({e for _, e in seen}) > 1 else ""
-        label += f" · batch {c.train.batch_per_gpu}" if _batch_variant(c) and c.train else ""
+        label += f" · batch {c.train.batch_per_gpu}" if variant_names(c, "b") and c.train else ""
         label += f" · {c.eval.protocol}" if c.eval.protocol != protocols.DEFAULT_PROTOCOL else ""
         label += " (random weights)" if c.model.weights == "random" else ""
+        label += f" · seed {c.train.seed}" if variant_names(c, "s") and c.train else ""
         out.setdefault(config_key(c), label)
     return out
 
 
-def _batch_variant(cell: Cell) -> bool:
-    return any(part[:1] == "b" and part[1:].isdigit() for part in cell.variant.split("__"))
+def variant_names(cell: Cell, prefix: str) -> bool:
+    """Does the cell's variant name this axis ("b" batch, "s" seed: "b8__s1")?"""
+    return any(part[:1] == prefix and part[1:].isdigit() for part in cell.variant.split("__") if part)
 
 
 def eval_tasks(cell: Cell) -> tuple[str, ...]:

@@ -49,6 +49,8 @@ def paper_key(state: CellState) -> str | None:
     if size is None:
         return None
     cell = state.cell
+    if cell.train is not None and cell.train.method != "lora":
+        return None  # the published rows here are plain LoRA: a DoRA/rsLoRA cell has no published twin
     return f"{size.group(1)}b_base" if cell.is_base else f"{size.group(1)}b_{cell.bits}bit_r{cell.rank}"
 
 

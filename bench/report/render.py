@@ -13,7 +13,9 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from markupsafe import Markup
 
 from bench.core.cell import Cell
+from bench.core.comparisons import Comparison
 from bench.core.records import RunRecord
+from bench.core.samples import SampleReader
 from bench.report.build import Report, ReportError, build_report
 from bench.report.plots import loss_svg, tradeoff_svgs
 from bench.report.published import load_published
@@ -70,11 +72,16 @@ def write_reports(
     out_dir: Path,
     skipped: dict[str, str] | None = None,
     deviations: tuple[str, ...] = (),
+    comparisons: tuple[Comparison, ...] = (),
+    results_dir: Path | None = None,
 ) -> list[Path]:
-    """Write out_dir/<matrix>.md, .html and .csv; ReportError when the matrix has no records at all."""
+    """Write out_dir/<matrix>.md, .html and .csv; ReportError when the matrix has no records at all.
+    results_dir: where the records' samples files are, for the paired comparisons."""
+    samples = SampleReader(results_dir) if results_dir is not None else None
     report = build_report(
-        matrix_name, description, cells, records, load_published(), skipped=skipped, deviations=deviations
-    )
+        matrix_name, description, cells, records, load_published(),
+        skipped=skipped, deviations=deviations, comparisons=comparisons, samples=samples,
+    )  # fmt: skip
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     md, html, csv = (out_dir / f"{matrix_name}.{ext}" for ext in ("md", "html", "csv"))

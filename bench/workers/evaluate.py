@@ -17,6 +17,7 @@ import torch
 from bench.core import protocols
 from bench.core.catalog import TASKS, TRAINING_SETS
 from bench.core.data import load_splits
+from bench.core.methods import refusal
 from bench.core.outcomes import STARTED, EvalMetrics, Outcome
 from bench.core.records import Phase, Status
 from bench.core.scoring import SCORERS, bootstrap_ci, score
@@ -92,6 +93,10 @@ def with_adapter(model, cell, adapter_dir: Path):
     from peft import PeftModel
 
     faults.inject("eval", cell.id)
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    reason = None if cell.is_base else refusal(cell.train.method, cell.eval_bits, device_type, "evaluation")
+    if reason:
+        raise ValueError(reason)
     with Clock() as clock:
         if cell.is_base:
             if isinstance(model, PeftModel):  # a base row after an adapter: unwrap, adapters removed

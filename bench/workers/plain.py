@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.core.methods import METHODS, lora_switches
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -44,6 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-seq-len", type=int, default=512)
     p.add_argument("--train-limit", type=int, default=None)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--method", choices=tuple(METHODS), default="lora", help="LoRA method (peft's switches)")
     p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="GPU compute dtype")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--padding", choices=("longest", "max_length"), default="longest")
@@ -62,7 +65,7 @@ def script_flags(cell, source: str, data_dir: Path, steps: int) -> list[str]:
         "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout, "targets": ",".join(cfg.target_modules),
         "batch": cfg.batch_per_gpu, "grad-accum": cfg.grad_accum, "steps": steps, "lr": cfg.lr,
         "warmup-steps": cfg.warmup_steps, "max-seq-len": cfg.max_seq_len, "seed": cfg.seed,
-        "precision": cfg.precision,
+        "precision": cfg.precision, "method": cfg.method,
     }  # fmt: skip
     if cfg.train_limit is not None:
         values["train-limit"] = cfg.train_limit
@@ -125,6 +128,7 @@ def load_model(args, dtype):
         target_modules=args.targets.split(","),
         bias="none",
         task_type="CAUSAL_LM",
+        **lora_switches(args.method),
     )
     return get_peft_model(model, lora)
 

@@ -16,6 +16,7 @@ import torch.distributed as dist
 
 from bench.core.catalog import TRAINING_SETS
 from bench.core.data import load_splits
+from bench.core.methods import lora_switches, refusal
 from bench.core.mixes import MIXES, mix_note
 from bench.core.outcomes import Outcome, TrainMetrics
 from bench.core.records import Phase, Status
@@ -110,6 +111,7 @@ def build_model(cell, source: str, device: torch.device):
         target_modules=list(cfg.target_modules),
         bias="none",
         task_type="CAUSAL_LM",
+        **lora_switches(cfg.method),  # dora / rslora: peft's own switches, so the adapter stays a peft one
     )
     model = get_peft_model(model, lora)
     for param in model.parameters():
@@ -125,6 +127,9 @@ def train_cell(cell, cell_dir, data_dir) -> Outcome:
     device = pick_device(world)
     cfg = cell.train
     faults.inject("train", cell.id)
+    reason = refusal(cfg.method, cell.bits, device.type, "training")
+    if reason:
+        raise ValueError(reason)
     torch.manual_seed(cfg.seed)
     source = resolve_source(cell.model, data_dir)
     with Clock() as load_clock:
