@@ -4,8 +4,9 @@ Format (see matrices/*.yaml):
   name, description
   models:    {short-name: {source, weights, revision, trust_remote_code}}
   axes:      model, bits, rank, task, gpus, eval_bits, batch (per GPU; sets train.batch_per_gpu over
-             any default or override and names the cell "...__b8"): lists of values. A list of mappings under
-             any other name is a linked axis: its values move together, e.g.
+             any default or override and names the cell "...__b8"), nodes (machines a training spans,
+             gpus split evenly over them; default 1; needs `--executor ray`): lists of values.
+             A list of mappings under any other name is a linked axis: its values move together, e.g.
              quant: [{bits: 4, rank: 4}, {bits: 8, rank: 8}]
   base:      true adds base-model rows (no adapter, evaluation only)
   exclude:   [{axis: value-or-list, ...}]: drop cells matching every key
@@ -36,8 +37,8 @@ from bench.core.cell import (
 )
 from bench.models import CONFIGS_DIR
 
-AXES = ("model", "bits", "rank", "task", "gpus", "eval_bits", "batch")
-OPTIONAL_AXES = ("batch",)  # absent: the train settings decide, and cell ids carry no variant
+AXES = ("model", "bits", "rank", "task", "gpus", "eval_bits", "batch", "nodes")
+OPTIONAL_AXES = ("batch", "nodes")  # absent: the train settings decide, and cell ids carry no variant
 TOP_KEYS = ("name", "description", "models", "axes", "base", "exclude", "train", "eval", "overrides")
 MODEL_KEYS = tuple(f.name for f in fields(ModelSpec) if f.name != "name")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -214,11 +215,17 @@ def _check_values(ctx: _Context, combo: dict, models: dict) -> None:
     for axis, allowed in (("bits", BITS), ("eval_bits", BITS)):
         if combo[axis] not in allowed or isinstance(combo[axis], bool):
             ctx.fail(f"axes.{axis}", f"{combo[axis]!r} is not one of {', '.join(map(str, allowed))}")
-    for axis in ("rank", "gpus", "batch"):
+    for axis in ("rank", "gpus", "batch", "nodes"):
         if axis not in combo:
             continue
         if not isinstance(combo[axis], int) or isinstance(combo[axis], bool) or combo[axis] <= 0:
             ctx.fail(f"axes.{axis}", f"{combo[axis]!r} must be a positive whole number")
+    if combo["gpus"] % combo.get("nodes", 1):
+        ctx.fail(
+            "axes.nodes",
+            f"gpus {combo['gpus']} do not split evenly over {combo['nodes']} nodes; "
+            "use a gpus value that is a multiple of nodes (e.g. gpus: 8, nodes: 2 = 4 per node)",
+        )
 
 
 def _config(ctx: _Context, cls, raw, prefix: str):
@@ -307,6 +314,7 @@ def _cell(ctx, values, models, train_defaults, eval_defaults, overrides) -> Cell
         train=train_config,
         eval=eval_config,
         variant=variant,
+        nodes=values.get("nodes", 1),
     )
 
 

@@ -1,0 +1,317 @@
+"""`bench run --executor ray`: each step is a Ray task asking for its cell's GPUs; Ray places it on a node
+with free GPUs, so independent cells run at once. Per base model the trainings come first, then one
+evaluation task loads the base once for all its cells (as the local executor does).
+
+The driver is the store's only writer: tasks return records. A node that dies mid-step turns that step
+into a `failed` record naming the node (Ray reports it within about a second) and the matrix goes on;
+`--node-retries N` submits such a step again, and Ray places it on a live node.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from bench.core.records import RunRecord, Status, environment, now
+from bench.core.store import Store, is_ok, latest
+from bench.orchestration.cluster import alive_nodes, capacity, check_shared, refusal, resource_of
+from bench.orchestration.launch import Launcher, tail_of
+from bench.orchestration.on_node import (
+    NodeRankLauncher,
+    rendezvous_point,
+    run_node_rank,
+    run_steps,
+    write_cell_json,
+)
+from bench.orchestration.orphans import kill_leftovers
+from bench.orchestration.runner import Step, base_of, exclusive_run, summary
+
+WAIT_S = 5.0  # each ray.wait returns after this long at most, so the driver stays responsive
+
+
+def eval_base(step: Step) -> tuple:
+    """What one evaluation task loads: the base, on one node's share of the cell's GPUs."""
+    return (*base_of(step.cell), step.cell.gpus_per_node)
+
+
+@dataclass
+class _Base:
+    trainings: list[Step] = field(default_factory=list)
+    evaluations: list[Step] = field(default_factory=list)
+    waiting: int = 0  # trainings submitted and not finished
+
+
+class RayExecutor:
+    def __init__(self, launcher: Launcher, store: Store, progress=print, node_retries: int = 0):
+        self.launcher, self.store, self.progress, self.node_retries = launcher, store, progress, node_retries
+        self.pending: dict = {}  # ObjectRef -> handler(value, error)
+        self.written: list[RunRecord] = []
+        self.threads = os.environ.get("OMP_NUM_THREADS")
+
+    def run(self, steps: list[Step]) -> list[RunRecord]:
+        import ray
+
+        nodes = alive_nodes()
+        self.resource = resource_of(nodes)
+        self.nodes = nodes
+        with exclusive_run(self.store.root):
+            for leftover in kill_leftovers(self.store.root):
+                self.progress(f"killed a worker left by an interrupted run: {leftover}")
+            runners = [n for n in nodes if self._can_run(n)]
+            check_shared(self.launcher.results_dir, self.launcher.data_dir, runners)
+            self.progress(self._describe(nodes))
+            bases: dict[tuple, _Base] = {}
+            for step in steps:
+                base = bases.setdefault(eval_base(step), _Base())
+                (base.trainings if step.phase == "train" else base.evaluations).append(step)
+            for base in bases.values():
+                for step in base.trainings:
+                    self._train(base, step, attempt=0)
+                if base.waiting == 0:
+                    self._evaluate(base, base.evaluations, attempt=0)
+            while self.pending:
+                ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=WAIT_S)
+                for ref in ready:
+                    handler = self.pending.pop(ref, None)
+                    if handler is None:  # cancelled meanwhile
+                        continue
+                    try:
+                        value, error = ray.get(ref, timeout=WAIT_S), None
+                    except ray.exceptions.RayError as exc:
+                        value, error = None, exc
+                    handler(value, error)
+        return self.written
+
+    # -- submission -------------------------------------------------------------------------------
+
+    def _can_run(self, node) -> bool:
+        return capacity(node, self.resource) > 0
+
+    def _describe(self, nodes) -> str:
+        able = [n for n in nodes if self._can_run(n)]
+        sizes = ", ".join(f"{n.name}: {capacity(n, self.resource)}" for n in able)
+        return f"ray: {len(able)} nodes that run steps, {self.resource}s per node: {sizes}"
+
+    def _options(self, count: int) -> dict:
+        # GPUs are what is scarce; a step asks for no CPU beside them, so CPU counts never block it.
+        # max_retries=0: a lost step becomes a record first, then --node-retries decides.
+        asks = {"num_gpus": count, "num_cpus": 0} if self.resource == "GPU" else {"num_cpus": count}
+        return {**asks, "max_retries": 0, "retry_exceptions": False}
+
+    def _submit(self, function, options: dict, handler: Callable, *args):
+        import ray
+
+        ref = ray.remote(function).options(**options).remote(*args)
+        self.pending[ref] = handler
+        return ref
+
+    def _train(self, base: _Base, step: Step, attempt: int) -> None:
+        reason = refusal(step.cell, "train", self.nodes, self.resource)
+        if reason:
+            self.progress(f"refused train {step.cell.id}: {reason}")
+            return
+        base.waiting += 1
+        self.progress(f"submitted train {step.cell.id}" + (f" (attempt {attempt + 1})" if attempt else ""))
+        done = functools.partial(self._trained, base, step, attempt, time.monotonic(), now())
+        if step.cell.nodes > 1:
+            self._multinode(step, done)
+        else:
+            self._submit(run_steps, self._options(step.cell.gpus), done, self.launcher, [step], self.threads)
+
+    def _trained(self, base, step, attempt, t0, started, value, error) -> None:
+        if error is None:
+            self._emit(value[0])
+        else:
+            self._emit(self._lost(step, error, started, t0))
+            if self._retryable(error) and attempt < self.node_retries:
+                base.waiting -= 1
+                self._train(base, step, attempt + 1)
+                return
+        base.waiting -= 1
+        if base.waiting == 0:
+            self._evaluate(base, base.evaluations, attempt=0)
+
+    def _evaluate(self, base: _Base, steps: list[Step], attempt: int) -> None:
+        last = latest(self.store.records())
+        ready = [s for s in steps if s.cell.is_base or is_ok(last.get((s.cell.key, "train")))]
+        for skipped in (s for s in steps if s not in ready):
+            self.progress(f"eval {skipped.cell.id}: skipped (training did not succeed)")
+        if not ready:
+            return
+        reason = refusal(ready[0].cell, "eval", self.nodes, self.resource)
+        if reason:
+            for step in ready:
+                self.progress(f"refused eval {step.cell.id}: {reason}")
+            return
+        self.progress(f"submitted eval of {len(ready)} cells on one loaded base ({ready[0].cell.model.name})")
+        started, t0 = now(), time.monotonic()
+
+        def done(value, error) -> None:
+            if error is None:
+                for record in value:
+                    self._emit(record)
+                return
+            for step in ready:
+                self._emit(self._lost(step, error, started, t0))
+            if self._retryable(error) and attempt < self.node_retries:
+                self._evaluate(base, ready, attempt + 1)
+
+        options = self._options(ready[0].cell.gpus_per_node)
+        self._submit(run_steps, options, done, self.launcher, ready, self.threads)
+
+    def _multinode(self, step: Step, done: Callable) -> None:
+        """A placement group of one bundle per node (strictly spread); once Ray has placed it, the
+        rank-0 bundle names the master address, then one task per node runs its torchrun."""
+        from ray.util.placement_group import placement_group, remove_placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        write_cell_json(self.launcher.cell_dir(step), step)
+        count, per = step.cell.nodes, step.cell.gpus_per_node
+        group = placement_group([{self.resource: per}] * count, strategy="STRICT_SPREAD")
+
+        def in_bundle(i: int, options: dict) -> dict:
+            strategy = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i)
+            return {**options, "scheduling_strategy": strategy}
+
+        results: dict[int, dict] = {}
+        refs: list = []
+
+        def finish(value, error) -> None:
+            remove_placement_group(group)
+            for ref in refs:  # the other nodes' torchrun would wait for the lost one: stop them
+                if self.pending.pop(ref, None) is not None:
+                    _cancel(ref)
+            done(value, error)
+
+        def rank_done(i: int, value, error) -> None:
+            if error is not None:
+                return finish(None, error)
+            results[i] = value
+            if i != 0 and value["returncode"] != 0:
+                return finish(None, _RankFailed(value))
+            if i == 0 and value["record"].status != Status.OK:  # the others would wait for rank 0
+                return finish([_with_env(value["record"], nodes=[value["node"]])], None)
+            if len(results) == count:
+                record = results[0]["record"]
+                nodes = [results[r]["node"] for r in range(count)]
+                finish([_with_env(record, nodes=nodes)], None)
+
+        def placed(point, error) -> None:
+            if error is not None:
+                return finish(None, error)
+            for i in range(count):
+                launcher = NodeRankLauncher(
+                    **asdict(self.launcher), nnodes=count, node_rank=i,
+                    master_addr=point["addr"], master_port=point["port"],
+                )  # fmt: skip
+                options = in_bundle(i, self._options(per))
+                rank = functools.partial(rank_done, i)
+                refs.append(self._submit(run_node_rank, options, rank, launcher, step, self.threads))
+
+        self._submit(rendezvous_point, in_bundle(0, {"num_cpus": 0, "max_retries": 0}), placed)
+
+    # -- records ----------------------------------------------------------------------------------
+
+    def _emit(self, record: RunRecord) -> None:
+        self.store.append(record)
+        self.written.append(record)
+        where = record.env.get("node", {}).get("node_id", "")[:12]
+        on = f" [node {where}]" if where else ""
+        self.progress(f"{record.phase:<5} {record.cell_id}: {summary(record)}{on}")
+
+    def _retryable(self, error: Exception) -> bool:
+        import ray
+
+        return not isinstance(error, ray.exceptions.RayTaskError | _RankFailed)
+
+    def _lost(self, step: Step, error: Exception, started: str, t0: float) -> RunRecord:
+        """The step's record when its task never returned one: the node died, the Ray worker crashed."""
+        log_path = self.launcher.cell_dir(step) / f"{step.phase}.log"
+        node = getattr(error, "node", None) or _node_named(str(error))
+        return RunRecord(
+            cell_key=step.cell.key, cell_id=step.cell.id, cell=step.cell.to_dict(), phase=step.phase,
+            status=Status.FAILED, started_at=started, finished_at=now(),
+            wall_s=round(time.monotonic() - t0, 3), matrix=self.launcher.matrix,
+            env={**environment(), "node": node, "driver": True},
+            artifacts={"log": str(log_path.relative_to(self.launcher.results_dir))},
+            error=cause(error), log_tail=tail_of(log_path),
+        )  # fmt: skip
+
+
+class _RankFailed(Exception):
+    def __init__(self, value: dict):
+        node = value["node"]
+        super().__init__(
+            f"the worker on node {node['node_ip']} ({node['node_id'][:12]}) exited with status "
+            f"{value['returncode']}{' (time limit)' if value['timed_out'] else ''}; see {value['log']}"
+        )
+        self.node = node
+
+
+def cause(error: Exception) -> str:
+    """One line: what Ray said happened, with the node it names (NodeDiedError gives IP and id)."""
+    text = str(error).strip()
+    text = text.split(" This can happen")[0]  # NodeDiedError's advice paragraph
+    lines = [line for line in text.splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[-1] if lines else ''}"[:1000]
+
+
+def _node_named(text: str) -> dict:
+    found = re.search(r"Node IP: ([\w.:]+), node ID: ([0-9a-f]+)", text)
+    return {"node_ip": found.group(1), "node_id": found.group(2)} if found else {}
+
+
+def _with_env(record: RunRecord, **extra) -> RunRecord:
+    import dataclasses
+
+    return dataclasses.replace(record, env={**record.env, **extra})
+
+
+def _cancel(ref) -> None:
+    import ray
+
+    try:
+        ray.cancel(ref, force=True)
+    except (ray.exceptions.RayError, ValueError, TypeError):  # already finished
+        pass
+
+
+def run_on_ray(launcher: Launcher, store: Store, steps: list[Step], node_retries: int = 0, progress=print):
+    """Connect (RAY_ADDRESS, or a local Ray), run the steps, disconnect."""
+    from bench.orchestration.cluster import connect, disconnect
+
+    progress(f"executor: {connect()}")
+    try:
+        return RayExecutor(launcher, store, progress, node_retries).run(steps)
+    finally:
+        disconnect()
+
+
+def parallel_view(steps: list[Step]) -> list[str]:
+    """For `bench plan --executor ray`: what Ray may run at once (as GPUs allow) and what waits."""
+    bases: dict[tuple, list[Step]] = {}
+    for step in steps:
+        bases.setdefault(eval_base(step), []).append(step)
+    trainings = [s for s in steps if s.phase == "train"]
+    lines = [f"at once, as free GPUs allow: {len(trainings)} trainings, and evaluations of bases with none"]
+    lines += [f"  train {s.cell.id}  ({_asks(s, 'train')})" for s in trainings]
+    for base_steps in bases.values():
+        evals = [s for s in base_steps if s.phase == "eval"]
+        if not evals:
+            continue
+        waits = sum(s.phase == "train" for s in base_steps)
+        when = f"after its {waits} trainings" if waits else "at once"
+        lines.append(f"one evaluation task {when} ({_asks(evals[0], 'eval')}), base loaded once for:")
+        lines += [f"  eval  {s.cell.id}" for s in evals]
+    return lines
+
+
+def _asks(step: Step, phase: str) -> str:
+    cell = step.cell
+    if phase == "train" and cell.nodes > 1:
+        return f"{cell.nodes} nodes x {cell.gpus_per_node} GPUs, one placement group"
+    return f"{cell.gpus_per_node} GPUs on one node"
