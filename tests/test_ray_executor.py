@@ -123,3 +123,16 @@ def test_the_cli_loads_ray_only_for_the_ray_executor():
     code = "import sys, bench.__main__, bench.orchestration.ray_executor; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_report_names_multi_node_cells_apart_from_single_node_ones():
+    from bench.report.model import config_key, config_labels
+
+    two = {**MATRIX, "axes": {**MATRIX["axes"], "layout": [{"gpus": 8, "nodes": 1}, {"gpus": 8, "nodes": 2}]}}
+    trained = [c for c in cells(two) if not c.is_base]
+    labels = config_labels(trained)
+    assert len({config_key(c) for c in trained}) == 2
+    assert sorted(labels[config_key(c)] for c in trained) == [
+        "tiny 4bit-r4",
+        "tiny 4bit-r4 · 2 nodes × 4 GPU",
+    ]

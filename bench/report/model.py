@@ -196,7 +196,10 @@ def cell_states(cells: list[Cell], records: list[RunRecord]) -> list[CellState]:
 
 
 def config_key(cell: Cell) -> tuple:
-    return (cell.model.name, cell.model.weights, cell.config_label, cell.gpus, cell.eval_bits, cell.variant)
+    return (
+        cell.model.name, cell.model.weights, cell.config_label, cell.gpus, cell.eval_bits, cell.variant,
+        cell.nodes,
+    )  # fmt: skip
 
 
 def config_labels(cells: list[Cell]) -> dict[tuple, str]:
@@ -220,6 +223,7 @@ def config_labels(cells: list[Cell]) -> dict[tuple, str]:
         seen = variants[config_key(c)[:3]]
         label = f"{c.model.name} {c.config_label}"
         label += f" · {c.gpus} GPU" if len({g for g, _ in seen}) > 1 else ""
+        label += f" · {c.nodes} nodes × {c.gpus_per_node} GPU" if c.nodes > 1 else ""
         label += f" · eval {c.eval_bits}-bit" if len({e for _, e in seen}) > 1 else ""
         label += f" · batch {c.train.batch_per_gpu}" if c.variant and c.train else ""
         label += " (random weights)" if c.model.weights == "random" else ""
