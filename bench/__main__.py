@@ -59,7 +59,7 @@ def cmd_plan(args) -> int:
     steps = plan(matrix.cells, records, _retry(args.retry), args.rerun)
     print(f"{len(steps)} steps to run")
     if args.executor == "ray":
-        from bench.orchestration.ray_executor import parallel_view
+        from bench.orchestration.parallel_plan import parallel_view
 
         print("\n".join(parallel_view(steps)))
         return 0

@@ -119,7 +119,7 @@ def step_seconds(step, data_dir: Path, peak: float, train_util: float, eval_util
 
 def estimate(args) -> dict:
     from bench.core.matrix import load
-    from bench.orchestration.ray_executor import eval_base, parallel_view
+    from bench.orchestration.parallel_plan import eval_base, parallel_view
     from bench.orchestration.runner import plan
 
     matrix = load(args.matrix)

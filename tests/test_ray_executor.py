@@ -20,7 +20,8 @@ from bench.core.matrix import MatrixError, parse
 from bench.orchestration.cluster import Node, refusal, resource_of, what_node_sees
 from bench.orchestration.node_guard import watch
 from bench.orchestration.orphans import remember
-from bench.orchestration.ray_executor import cause, parallel_view
+from bench.orchestration.parallel_plan import parallel_view
+from bench.orchestration.ray_executor import cause
 from bench.orchestration.runner import plan
 
 MATRIX = {

@@ -14,28 +14,21 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from bench.core.records import RunRecord, Status, environment, now
 from bench.core.store import Store, is_ok, latest
 from bench.orchestration.cluster import alive_nodes, capacity, check_shared, refusal, resource_of
 from bench.orchestration.launch import Launcher, tail_of
+from bench.orchestration.multinode import RankFailed, submit_multinode
 from bench.orchestration.on_node import (
-    NodeRankLauncher,
-    rendezvous_point,
-    run_node_rank,
     run_steps,
-    write_cell_json,
 )
 from bench.orchestration.orphans import kill_leftovers
-from bench.orchestration.runner import Step, base_of, exclusive_run, summary
+from bench.orchestration.parallel_plan import eval_base
+from bench.orchestration.runner import Step, exclusive_run, summary
 
 WAIT_S = 5.0  # each ray.wait returns after this long at most, so the driver stays responsive
-
-
-def eval_base(step: Step) -> tuple:
-    """What one evaluation task loads: the base, on one node's share of the cell's GPUs."""
-    return (*base_of(step.cell), step.cell.gpus_per_node)
 
 
 @dataclass
@@ -53,37 +46,38 @@ class RayExecutor:
         self.threads = os.environ.get("OMP_NUM_THREADS")
 
     def run(self, steps: list[Step]) -> list[RunRecord]:
+        """Submit every step whose dependencies allow, then handle outcomes as they come. The caller
+        holds the results directory's run lock."""
         import ray
 
         nodes = alive_nodes()
         self.resource = resource_of(nodes)
         self.nodes = nodes
-        with exclusive_run(self.store.root):
-            for leftover in kill_leftovers(self.store.root):
-                self.progress(f"killed a worker left by an interrupted run: {leftover}")
-            runners = [n for n in nodes if self._can_run(n)]
-            check_shared(self.launcher.results_dir, self.launcher.data_dir, runners)
-            self.progress(self._describe(nodes))
-            bases: dict[tuple, _Base] = {}
-            for step in steps:
-                base = bases.setdefault(eval_base(step), _Base())
-                (base.trainings if step.phase == "train" else base.evaluations).append(step)
-            for base in bases.values():
-                for step in base.trainings:
-                    self._train(base, step, attempt=0)
-                if base.waiting == 0:
-                    self._evaluate(base, base.evaluations, attempt=0)
-            while self.pending:
-                ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=WAIT_S)
-                for ref in ready:
-                    handler = self.pending.pop(ref, None)
-                    if handler is None:  # cancelled meanwhile
-                        continue
-                    try:
-                        value, error = ray.get(ref, timeout=WAIT_S), None
-                    except ray.exceptions.RayError as exc:
-                        value, error = None, exc
-                    handler(value, error)
+        for leftover in kill_leftovers(self.store.root):
+            self.progress(f"killed a worker left by an interrupted run: {leftover}")
+        runners = [n for n in nodes if self._can_run(n)]
+        check_shared(self.launcher.results_dir, self.launcher.data_dir, runners)
+        self.progress(self._describe(nodes))
+        bases: dict[tuple, _Base] = {}
+        for step in steps:
+            base = bases.setdefault(eval_base(step), _Base())
+            (base.trainings if step.phase == "train" else base.evaluations).append(step)
+        for base in bases.values():
+            for step in base.trainings:
+                self._train(base, step, attempt=0)
+            if base.waiting == 0:
+                self._evaluate(base, base.evaluations, attempt=0)
+        while self.pending:
+            ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=WAIT_S)
+            for ref in ready:
+                handler = self.pending.pop(ref, None)
+                if handler is None:  # cancelled meanwhile
+                    continue
+                try:
+                    value, error = ray.get(ref, timeout=WAIT_S), None
+                except ray.exceptions.RayError as exc:
+                    value, error = None, exc
+                handler(value, error)
         return self.written
 
     # -- submission -------------------------------------------------------------------------------
@@ -118,7 +112,7 @@ class RayExecutor:
         self.progress(f"submitted train {step.cell.id}" + (f" (attempt {attempt + 1})" if attempt else ""))
         done = functools.partial(self._trained, base, step, attempt, time.monotonic(), now())
         if step.cell.nodes > 1:
-            self._multinode(step, done)
+            submit_multinode(self, step, done)
         else:
             self._submit(run_steps, self._options(step.cell.gpus), done, self.launcher, [step], self.threads)
 
@@ -163,57 +157,6 @@ class RayExecutor:
         options = self._options(ready[0].cell.gpus_per_node)
         self._submit(run_steps, options, done, self.launcher, ready, self.threads)
 
-    def _multinode(self, step: Step, done: Callable) -> None:
-        """A placement group of one bundle per node (strictly spread); once Ray has placed it, the
-        rank-0 bundle names the master address, then one task per node runs its torchrun."""
-        from ray.util.placement_group import placement_group, remove_placement_group
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-        write_cell_json(self.launcher.cell_dir(step), step)
-        count, per = step.cell.nodes, step.cell.gpus_per_node
-        group = placement_group([{self.resource: per}] * count, strategy="STRICT_SPREAD")
-
-        def in_bundle(i: int, options: dict) -> dict:
-            strategy = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i)
-            return {**options, "scheduling_strategy": strategy}
-
-        results: dict[int, dict] = {}
-        refs: list = []
-
-        def finish(value, error) -> None:
-            remove_placement_group(group)
-            for ref in refs:  # the other nodes' torchrun would wait for the lost one: stop them
-                if self.pending.pop(ref, None) is not None:
-                    _cancel(ref)
-            done(value, error)
-
-        def rank_done(i: int, value, error) -> None:
-            if error is not None:
-                return finish(None, error)
-            results[i] = value
-            if i != 0 and value["returncode"] != 0:
-                return finish(None, _RankFailed(value))
-            if i == 0 and value["record"].status != Status.OK:  # the others would wait for rank 0
-                return finish([_with_env(value["record"], nodes=[value["node"]])], None)
-            if len(results) == count:
-                record = results[0]["record"]
-                nodes = [results[r]["node"] for r in range(count)]
-                finish([_with_env(record, nodes=nodes)], None)
-
-        def placed(point, error) -> None:
-            if error is not None:
-                return finish(None, error)
-            for i in range(count):
-                launcher = NodeRankLauncher(
-                    **asdict(self.launcher), nnodes=count, node_rank=i,
-                    master_addr=point["addr"], master_port=point["port"],
-                )  # fmt: skip
-                options = in_bundle(i, self._options(per))
-                rank = functools.partial(rank_done, i)
-                refs.append(self._submit(run_node_rank, options, rank, launcher, step, self.threads))
-
-        self._submit(rendezvous_point, in_bundle(0, {"num_cpus": 0, "max_retries": 0}), placed)
-
     # -- records ----------------------------------------------------------------------------------
 
     def _emit(self, record: RunRecord) -> None:
@@ -226,7 +169,7 @@ class RayExecutor:
     def _retryable(self, error: Exception) -> bool:
         import ray
 
-        return not isinstance(error, ray.exceptions.RayTaskError | _RankFailed)
+        return not isinstance(error, ray.exceptions.RayTaskError | RankFailed)
 
     def _lost(self, step: Step, error: Exception, started: str, t0: float) -> RunRecord:
         """The step's record when its task never returned one: the node died, the Ray worker crashed."""
@@ -242,16 +185,6 @@ class RayExecutor:
         )  # fmt: skip
 
 
-class _RankFailed(Exception):
-    def __init__(self, value: dict):
-        node = value["node"]
-        super().__init__(
-            f"the worker on node {node['node_ip']} ({node['node_id'][:12]}) exited with status "
-            f"{value['returncode']}{' (time limit)' if value['timed_out'] else ''}; see {value['log']}"
-        )
-        self.node = node
-
-
 def cause(error: Exception) -> str:
     """One line: what Ray said happened, with the node it names (NodeDiedError gives IP and id)."""
     text = str(error).strip()
@@ -265,53 +198,14 @@ def _node_named(text: str) -> dict:
     return {"node_ip": found.group(1), "node_id": found.group(2)} if found else {}
 
 
-def _with_env(record: RunRecord, **extra) -> RunRecord:
-    import dataclasses
-
-    return dataclasses.replace(record, env={**record.env, **extra})
-
-
-def _cancel(ref) -> None:
-    import ray
-
-    try:
-        ray.cancel(ref, force=True)
-    except (ray.exceptions.RayError, ValueError, TypeError):  # already finished
-        pass
-
-
 def run_on_ray(launcher: Launcher, store: Store, steps: list[Step], node_retries: int = 0, progress=print):
-    """Connect (RAY_ADDRESS, or a local Ray), run the steps, disconnect."""
+    """Take the run lock (a second driver refuses before touching Ray), connect (RAY_ADDRESS, or a
+    local Ray), run the steps, disconnect."""
     from bench.orchestration.cluster import connect, disconnect
 
-    progress(f"executor: {connect()}")
-    try:
-        return RayExecutor(launcher, store, progress, node_retries).run(steps)
-    finally:
-        disconnect()
-
-
-def parallel_view(steps: list[Step]) -> list[str]:
-    """For `bench plan --executor ray`: what Ray may run at once (as GPUs allow) and what waits."""
-    bases: dict[tuple, list[Step]] = {}
-    for step in steps:
-        bases.setdefault(eval_base(step), []).append(step)
-    trainings = [s for s in steps if s.phase == "train"]
-    lines = [f"at once, as free GPUs allow: {len(trainings)} trainings, and evaluations of bases with none"]
-    lines += [f"  train {s.cell.id}  ({_asks(s, 'train')})" for s in trainings]
-    for base_steps in bases.values():
-        evals = [s for s in base_steps if s.phase == "eval"]
-        if not evals:
-            continue
-        waits = sum(s.phase == "train" for s in base_steps)
-        when = f"after its {waits} trainings" if waits else "at once"
-        lines.append(f"one evaluation task {when} ({_asks(evals[0], 'eval')}), base loaded once for:")
-        lines += [f"  eval  {s.cell.id}" for s in evals]
-    return lines
-
-
-def _asks(step: Step, phase: str) -> str:
-    cell = step.cell
-    if phase == "train" and cell.nodes > 1:
-        return f"{cell.nodes} nodes x {cell.gpus_per_node} GPUs, one placement group"
-    return f"{cell.gpus_per_node} GPUs on one node"
+    with exclusive_run(store.root):
+        progress(f"executor: {connect()}")
+        try:
+            return RayExecutor(launcher, store, progress, node_retries).run(steps)
+        finally:
+            disconnect()
