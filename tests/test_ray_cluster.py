@@ -135,6 +135,26 @@ def test_a_node_killed_mid_training_costs_one_failed_record_then_the_step_reruns
     assert records(tmp_path)[1]["env"]["node"]["node_id"] != node.node_id
 
 
+def test_a_killed_driver_resumes_and_a_second_driver_refuses(cluster, tmp_path, data_dir, bench_cache):
+    one = {**MATRIX, "name": "raydriver", "axes": {**MATRIX["axes"], "quant": [{"bits": 8, "rank": 8}]},
+           "base": False}  # fmt: skip
+    env = environment(cluster, data_dir, bench_cache)
+    driver = bench_run(one, tmp_path, env, "--executor", "ray", wait=False)
+    try:
+        pid_file = _wait_for(lambda: next((tmp_path / "results" / "cells").glob("*/train.pid"), None), 120)
+        worker = int(pid_file.read_text().split()[0])
+        with pytest.raises(AssertionError, match="another bench run holds"):
+            bench_run(one, tmp_path, env, "--executor", "ray")
+        driver.kill()  # SIGKILL: no cleanup of its own
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert _wait_for(lambda: not _alive(worker), 30), "the worker outlived its killed driver"
+    bench_run(one, tmp_path, env, "--executor", "ray")  # the same command again
+    assert [(r["phase"], r["status"]) for r in records(tmp_path)] == [("train", "ok"), ("eval", "ok")]
+
+
 def test_a_two_node_cell_trains_across_raylets_and_a_too_wide_cell_is_refused(
     cluster, tmp_path, data_dir, bench_cache
 ):

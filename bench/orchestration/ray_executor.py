@@ -104,6 +104,8 @@ class RayExecutor:
         return ref
 
     def _train(self, base: _Base, step: Step, attempt: int) -> None:
+        if attempt:  # a node was lost: what is left may no longer hold the step
+            self.nodes = alive_nodes()
         reason = refusal(step.cell, "train", self.nodes, self.resource)
         if reason:
             self.progress(f"refused train {step.cell.id}: {reason}")
@@ -136,6 +138,8 @@ class RayExecutor:
             self.progress(f"eval {skipped.cell.id}: skipped (training did not succeed)")
         if not ready:
             return
+        if attempt:
+            self.nodes = alive_nodes()
         reason = refusal(ready[0].cell, "eval", self.nodes, self.resource)
         if reason:
             for step in ready:
