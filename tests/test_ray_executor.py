@@ -137,3 +137,18 @@ def test_report_names_multi_node_cells_apart_from_single_node_ones():
         "tiny 4bit-r4",
         "tiny 4bit-r4 · 2 nodes × 4 GPU",
     ]
+
+
+def test_a_step_whose_raylet_dies_is_lost_with_its_node_and_its_workers_killed(tmp_path):
+    from bench.orchestration.on_node import NodeLost, guarded
+
+    raylet = subprocess.Popen(["sleep", "60"])  # stands for the raylet
+    step = subprocess.Popen(["sh", "-c", "sleep 60 & wait"], start_new_session=True)
+    remember(tmp_path / "train.pid", step.pid)
+    node = {"node_ip": "127.0.0.1", "node_id": "abc123"}
+    with pytest.raises(NodeLost, match=r"Node IP: 127\.0\.0\.1, node ID: abc123"):
+        with guarded([tmp_path / "train.pid"], node, raylet=raylet.pid):
+            time.sleep(1)  # the guard is up
+            os.kill(raylet.pid, signal.SIGKILL)
+            raylet.wait()
+            assert step.wait(timeout=10) == -signal.SIGKILL  # killed by the guard, as on a live host

@@ -21,7 +21,15 @@ from pathlib import Path
 
 from bench.core.records import RunRecord
 from bench.orchestration.launch import Launcher
+from bench.orchestration.node_guard import alive
+from bench.orchestration.orphans import start_time
 from bench.orchestration.runner import Step
+
+
+class NodeLost(Exception):
+    """The node's raylet died while the step ran (its guard then killed the step's workers): the step
+    is lost with its node, not failed by its own doing. The message names the node as Ray's
+    NodeDiedError does, so the driver reads both the same way."""
 
 
 def here() -> dict:
@@ -40,7 +48,7 @@ def run_steps(launcher: Launcher, steps: list[Step], threads: str | None) -> lis
     _same_threads(threads)
     node = here()
     records: list[RunRecord] = []
-    with guarded([_pid_file(launcher, s, "") for s in steps]):
+    with guarded([_pid_file(launcher, s, "") for s in steps], node):
         if len(steps) == 1:
             records.append(launcher(steps[0]))
         else:
@@ -83,7 +91,7 @@ def run_node_rank(launcher: NodeRankLauncher, step: Step, threads: str | None) -
     _same_threads(threads)
     node = here()
     suffix = "" if launcher.node_rank == 0 else f".node{launcher.node_rank}"
-    with guarded([_pid_file(launcher, step, suffix)]):
+    with guarded([_pid_file(launcher, step, suffix)], node):
         if launcher.node_rank == 0:
             record = launcher(step)
             return {"node": node, "record": dataclasses.replace(record, env={**record.env, "node": node})}
@@ -119,16 +127,24 @@ def _pid_file(launcher: Launcher, step: Step, suffix: str) -> Path:
 
 
 @contextmanager
-def guarded(pid_files: list[Path]) -> Iterator[None]:
+def guarded(pid_files: list[Path], node: dict, raylet: int | None = None) -> Iterator[None]:
     """A node_guard beside the step: it kills the step's worker groups if this Ray worker or its
-    raylet (this worker's parent) dies."""
+    raylet (this worker's parent) dies. If the raylet died, the step's outcome (workers killed) is
+    not the cell's: raise NodeLost instead of returning it."""
+    raylet = raylet or os.getppid()  # Ray workers are the raylet's children
+    raylet_started = start_time(raylet)
     guard = subprocess.Popen(
-        [sys.executable, "-m", "bench.orchestration.node_guard", str(os.getppid()), str(os.getpid()),
+        [sys.executable, "-m", "bench.orchestration.node_guard", str(raylet), str(os.getpid()),
          *map(str, pid_files)],
         start_new_session=True,
     )  # fmt: skip
     try:
         yield
+        if not alive(raylet, raylet_started):
+            raise NodeLost(
+                f"the raylet died while the step ran; its workers were killed. "
+                f"Node IP: {node['node_ip']}, node ID: {node['node_id']}."
+            )
     finally:
         guard.terminate()
         try:

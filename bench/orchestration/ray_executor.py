@@ -173,7 +173,9 @@ class RayExecutor:
     def _retryable(self, error: Exception) -> bool:
         import ray
 
-        return not isinstance(error, ray.exceptions.RayTaskError | RankFailed)
+        if isinstance(error, ray.exceptions.RayTaskError):  # raised by bench's code on the node
+            return "NodeLost" in str(error)
+        return not isinstance(error, RankFailed)
 
     def _lost(self, step: Step, error: Exception, started: str, t0: float) -> RunRecord:
         """The step's record when its task never returned one: the node died, the Ray worker crashed."""
