@@ -35,9 +35,12 @@ class Node:
 
 def connect() -> str:
     """Join the cluster named by RAY_ADDRESS, or start a local Ray on this machine; say which."""
+    address = os.environ.get(ADDRESS_ENV) or None
+    if not address:
+        # A Ray for this machine alone listens on loopback only (read by Ray when it is imported).
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
-    address = os.environ.get(ADDRESS_ENV) or None
     # No dashboard for a Ray that bench starts itself: it only needs the scheduler.
     extra = {} if address else {"include_dashboard": False}
     try:
