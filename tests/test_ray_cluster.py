@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -41,8 +42,11 @@ def cluster():
     # A short RAY_TMPDIR: Ray's unix sockets live under it and their paths have a length limit.
     tmp = Path(f"/tmp/bench-ray-test-{os.getpid()}")
     made = local_cluster.start(nodes=2, gpus=1, tmp=tmp)
-    yield made
-    made.shutdown()
+    try:
+        yield made
+    finally:
+        made.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def environment(cluster, data_dir, bench_cache) -> dict:
