@@ -14,7 +14,13 @@ from collections.abc import Callable
 from dataclasses import asdict
 
 from bench.core.records import RunRecord, Status
-from bench.orchestration.on_node import NodeRankLauncher, rendezvous_point, run_node_rank, write_cell_json
+from bench.orchestration.on_node import (
+    END,
+    NodeRankLauncher,
+    rendezvous_point,
+    run_node_rank,
+    write_cell_json,
+)
 from bench.orchestration.runner import Step
 
 
@@ -40,7 +46,10 @@ def submit_multinode(executor, step: Step, done: Callable) -> None:
         for ref in refs:  # the other nodes' torchrun would wait for the lost one: stop them
             if executor.pending.pop(ref, None) is not None:
                 _cancel(ref)
-        done(value, error)
+        if error is not None:
+            return done(None, error)
+        done(value, None)
+        done(END, None)
 
     def rank_done(i: int, value, error) -> None:
         if error is not None:
@@ -49,11 +58,11 @@ def submit_multinode(executor, step: Step, done: Callable) -> None:
         if i != 0 and value["returncode"] != 0:
             return finish(None, RankFailed(value))
         if i == 0 and value["record"].status != Status.OK:  # the others would wait for rank 0
-            return finish([_with_env(value["record"], nodes=[value["node"]])], None)
+            return finish(_with_env(value["record"], nodes=[value["node"]]), None)
         if len(results) == count:
             record = results[0]["record"]
             nodes = [results[r]["node"] for r in range(count)]
-            finish([_with_env(record, nodes=nodes)], None)
+            finish(_with_env(record, nodes=nodes), None)
 
     def placed(point, error) -> None:
         if error is not None:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import queue
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +26,8 @@ from bench.orchestration.launch import Launcher
 from bench.orchestration.node_guard import alive
 from bench.orchestration.orphans import start_time
 from bench.orchestration.runner import Step
+
+END = "end of the step's records"  # what the driver's handler gets after a step's last record
 
 
 class NodeLost(Exception):
@@ -43,17 +47,31 @@ def here() -> dict:
     }
 
 
-def run_steps(launcher: Launcher, steps: list[Step], threads: str | None) -> list[RunRecord]:
-    """One training, or one evaluation group on a base loaded once (as the local executor does)."""
+def run_steps(launcher: Launcher, steps: list[Step], threads: str | None) -> Iterator[RunRecord]:
+    """One training, or one evaluation group on a base loaded once (as the local executor does). A Ray
+    streaming generator: each cell's record goes to the driver the moment it exists, so a group cut
+    short (a lost node, a killed driver) keeps the records of the cells it finished."""
     _same_threads(threads)
     node = here()
-    records: list[RunRecord] = []
-    with guarded([_pid_file(launcher, s, "") for s in steps], node):
-        if len(steps) == 1:
-            records.append(launcher(steps[0]))
-        else:
-            launcher.group(steps, records.append)
-    return [dataclasses.replace(r, env={**r.env, "node": node}) for r in records]
+    made: queue.Queue = queue.Queue()
+    finished = object()
+
+    def work() -> None:
+        try:
+            with guarded([_pid_file(launcher, s, "") for s in steps], node):
+                if len(steps) == 1:
+                    made.put(launcher(steps[0]))
+                else:
+                    launcher.group(steps, made.put)
+            made.put(finished)
+        except BaseException as exc:  # raised in the driver's handler, as the step's error
+            made.put(exc)
+
+    threading.Thread(target=work, daemon=True).start()
+    while (item := made.get()) is not finished:
+        if isinstance(item, BaseException):
+            raise item
+        yield dataclasses.replace(item, env={**item.env, "node": node})
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from bench.orchestration.cluster import alive_nodes, capacity, check_shared, ref
 from bench.orchestration.launch import Launcher, tail_of
 from bench.orchestration.multinode import RankFailed, submit_multinode
 from bench.orchestration.on_node import (
+    END,
     run_steps,
 )
 from bench.orchestration.orphans import kill_leftovers
@@ -69,14 +70,23 @@ class RayExecutor:
                 self._evaluate(base, base.evaluations, attempt=0)
         while self.pending:
             ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=WAIT_S)
-            for ref in ready:
-                handler = self.pending.pop(ref, None)
+            for waitable in ready:
+                handler = self.pending.pop(waitable, None)
                 if handler is None:  # cancelled meanwhile
                     continue
+                ref = waitable
+                if isinstance(waitable, ray.ObjectRefGenerator):  # a step's next record, or its end
+                    try:
+                        ref = next(waitable)
+                    except StopIteration:
+                        handler(END, None)
+                        continue
                 try:
                     value, error = ray.get(ref, timeout=WAIT_S), None
                 except ray.exceptions.RayError as exc:
                     value, error = None, exc
+                if error is None and ref is not waitable:
+                    self.pending[waitable] = handler  # more records may follow
                 handler(value, error)
         return self.written
 
@@ -90,6 +100,9 @@ class RayExecutor:
         sizes = ", ".join(f"{n.name}: {capacity(n, self.resource)}" for n in able)
         return f"ray: {len(able)} nodes that run steps, {self.resource}s per node: {sizes}"
 
+    def _streaming(self, count: int) -> dict:
+        return {**self._options(count), "num_returns": "streaming"}
+
     def _options(self, count: int) -> dict:
         # GPUs are what is scarce; a step asks for no CPU beside them, so CPU counts never block it.
         # max_retries=0: a lost step becomes a record first, then --node-retries decides.
@@ -97,6 +110,8 @@ class RayExecutor:
         return {**asks, "max_retries": 0, "retry_exceptions": False}
 
     def _submit(self, function, options: dict, handler: Callable, *args):
+        """Submit a task; `handler(value, error)` gets its result (for a streaming task: each record,
+        then END) or the Ray error that ended it."""
         import ray
 
         ref = ray.remote(function).options(**options).remote(*args)
@@ -116,12 +131,14 @@ class RayExecutor:
         if step.cell.nodes > 1:
             submit_multinode(self, step, done)
         else:
-            self._submit(run_steps, self._options(step.cell.gpus), done, self.launcher, [step], self.threads)
+            streaming = self._streaming(step.cell.gpus)
+            self._submit(run_steps, streaming, done, self.launcher, [step], self.threads)
 
     def _trained(self, base, step, attempt, t0, started, value, error) -> None:
-        if error is None:
-            self._emit(value[0])
-        else:
+        if error is None and value is not END:
+            self._emit(value)
+            return  # the end of the stream follows
+        if error is not None:
             self._emit(self._lost(step, error, started, t0))
             if self._retryable(error) and attempt < self.node_retries:
                 base.waiting -= 1
@@ -147,18 +164,21 @@ class RayExecutor:
             return
         self.progress(f"submitted eval of {len(ready)} cells on one loaded base ({ready[0].cell.model.name})")
         started, t0 = now(), time.monotonic()
+        recorded: set[str] = set()
 
         def done(value, error) -> None:
             if error is None:
-                for record in value:
-                    self._emit(record)
+                if value is not END:
+                    recorded.add(value.cell_key)
+                    self._emit(value)
                 return
-            for step in ready:
+            lost = [s for s in ready if s.cell.key not in recorded]  # the cells it had not finished
+            for step in lost:
                 self._emit(self._lost(step, error, started, t0))
             if self._retryable(error) and attempt < self.node_retries:
-                self._evaluate(base, ready, attempt + 1)
+                self._evaluate(base, lost, attempt + 1)
 
-        options = self._options(ready[0].cell.gpus_per_node)
+        options = self._streaming(ready[0].cell.gpus_per_node)
         self._submit(run_steps, options, done, self.launcher, ready, self.threads)
 
     # -- records ----------------------------------------------------------------------------------
