@@ -22,6 +22,7 @@ import yaml
 pytest.importorskip("ray")
 
 from bench.orchestration import local_cluster  # noqa: E402
+from bench.orchestration.node_guard import descendants  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -118,12 +119,13 @@ def test_a_node_killed_mid_training_costs_one_failed_record_then_the_step_reruns
     try:
         pid_file = _wait_for(lambda: next((tmp_path / "results" / "cells").glob("*/train.pid"), None), 120)
         worker = int(pid_file.read_text().split()[0])
-        time.sleep(2)  # the worker is starting up: mid-step
+        ranks = _wait_for(lambda: descendants(worker), 60)  # torchrun has started its rank: mid-step
         node = _node_running(cluster, worker)
         killed_at = datetime.datetime.now(datetime.UTC)
         cluster.remove_node(node, allow_graceful=False)
         local_cluster.add_node(cluster, gpus=1)  # the cluster keeps two nodes for the retry and the next test
-        assert _wait_for(lambda: not _alive(worker), 15), "the worker tree outlived its dead raylet"
+        alive = lambda: [p for p in [worker, *ranks] if _alive(p)]  # noqa: E731
+        assert _wait_for(lambda: not alive(), 15), f"the worker tree outlived its dead raylet: {alive()}"
         text, _ = driver.communicate(timeout=DRIVER_TIMEOUT_S)
     finally:
         if driver.poll() is None:
@@ -148,6 +150,7 @@ def test_a_killed_driver_resumes_and_a_second_driver_refuses(cluster, tmp_path, 
     try:
         pid_file = _wait_for(lambda: next((tmp_path / "results" / "cells").glob("*/train.pid"), None), 120)
         worker = int(pid_file.read_text().split()[0])
+        ranks = _wait_for(lambda: descendants(worker), 60)
         with pytest.raises(AssertionError, match="another bench run holds"):
             bench_run(one, tmp_path, env, "--executor", "ray")
         driver.kill()  # SIGKILL: no cleanup of its own
@@ -155,7 +158,8 @@ def test_a_killed_driver_resumes_and_a_second_driver_refuses(cluster, tmp_path, 
     finally:
         if driver.poll() is None:
             driver.kill()
-    assert _wait_for(lambda: not _alive(worker), 30), "the worker outlived its killed driver"
+    alive = lambda: [p for p in [worker, *ranks] if _alive(p)]  # noqa: E731
+    assert _wait_for(lambda: not alive(), 30), f"the worker tree outlived its killed driver: {alive()}"
     bench_run(one, tmp_path, env, "--executor", "ray")  # the same command again
     assert [(r["phase"], r["status"]) for r in records(tmp_path)] == [("train", "ok"), ("eval", "ok")]
 

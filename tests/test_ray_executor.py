@@ -18,7 +18,7 @@ import yaml
 from bench.__main__ import main
 from bench.core.matrix import MatrixError, parse
 from bench.orchestration.cluster import Node, refusal, resource_of, what_node_sees
-from bench.orchestration.node_guard import watch
+from bench.orchestration.node_guard import descendants, watch
 from bench.orchestration.orphans import remember
 from bench.orchestration.parallel_plan import parallel_view
 from bench.orchestration.ray_executor import cause
@@ -100,9 +100,11 @@ def test_a_node_that_cannot_see_the_shared_folders_is_named(tmp_path, data_dir):
     )
 
 
-def test_guard_kills_the_step_group_when_the_raylet_dies(tmp_path):
+def test_guard_kills_the_step_tree_when_the_raylet_dies(tmp_path):
     raylet = subprocess.Popen(["sleep", "60"])  # stands for the raylet
-    step = subprocess.Popen(["sh", "-c", "sleep 60 & wait"], start_new_session=True)  # a worker group
+    # A worker group whose child runs in a session of its own, as torchrun starts its ranks
+    step = subprocess.Popen(["sh", "-c", "setsid sleep 61 & wait"], start_new_session=True)
+    rank = _wait(lambda: descendants(step.pid))[0]
     pid_file = tmp_path / "train.pid"
     remember(pid_file, step.pid)
     start = time.monotonic()
@@ -110,6 +112,21 @@ def test_guard_kills_the_step_group_when_the_raylet_dies(tmp_path):
     raylet.wait()
     assert watch(raylet.pid, os.getpid(), [pid_file]) == [step.pid]
     assert step.wait(timeout=10) == -signal.SIGKILL and time.monotonic() - start < 5
+    assert _wait(lambda: not Path(f"/proc/{rank}").exists() or "Z" in _state(rank)), "the rank outlived it"
+
+
+def _wait(check, seconds=10):
+    deadline = time.monotonic() + seconds
+    while not (found := check()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
 
 
 def test_local_executor_refuses_multi_node_cells(tmp_path, data_dir, capsys):

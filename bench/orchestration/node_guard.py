@@ -23,6 +23,35 @@ from bench.orchestration.orphans import start_time
 POLL_S = 0.5
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`. torchrun starts each rank in a session of its own, so killing the
+    leader's process group leaves the ranks running (measured: they then wait for the dead agent)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL the leader's process group and every descendant (collected first: once the leader is
+    dead its children are re-parented and can no longer be found from it)."""
+    below = descendants(pid)
+    for target, kill in [(pid, os.killpg)] + [(p, os.kill) for p in below]:
+        try:
+            kill(target, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def kill_recorded(pid_files: list[Path]) -> list[int]:
     killed = []
     for pid_file in pid_files:
@@ -32,11 +61,8 @@ def kill_recorded(pid_files: list[Path]) -> list[int]:
         except (OSError, ValueError):
             continue
         if start_time(pid) == started:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-                killed.append(pid)
-            except ProcessLookupError:
-                pass
+            kill_tree(pid)
+            killed.append(pid)
     return killed
 
 
