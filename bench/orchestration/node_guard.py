@@ -4,8 +4,8 @@ Measured on a live host whose raylet was killed: the torchrun tree outlives it, 
 PR_SET_PDEATHSIG on torchrun, and may hold GPUs. A dead machine takes its processes with it; a dead
 raylet on a live host does not. This guard runs beside each step as its own session (so a kill aimed
 at the Ray worker's process group leaves it standing), polls both pids, and on either death kills the
-process groups recorded in the step's pid files (checked against their start time, so a reused pid
-is never touched).
+process trees of the leaders recorded in the step's pid files (every process checked against its
+start time, so a reused pid is never touched).
 
     python -m bench.orchestration.node_guard RAYLET_PID WORKER_PID PID_FILE...
 """
@@ -41,28 +41,37 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def kill_tree(pid: int) -> None:
-    """SIGKILL the leader's process group and every descendant (collected first: once the leader is
-    dead its children are re-parented and can no longer be found from it)."""
-    below = descendants(pid)
-    for target, kill in [(pid, os.killpg)] + [(p, os.kill) for p in below]:
-        try:
-            kill(target, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def kill_recorded(pid_files: list[Path]) -> list[int]:
-    killed = []
+def recorded_tree(pid_files: list[Path]) -> dict[int, tuple[str, bool]]:
+    """The step's processes now: each leader named in a pid file (if its start time still matches)
+    and everything below it, as {pid: (start time, is a leader)}."""
+    tree: dict[int, tuple[str, bool]] = {}
     for pid_file in pid_files:
         try:
             pid_text, started = pid_file.read_text().split()
             pid = int(pid_text)
         except (OSError, ValueError):
             continue
-        if start_time(pid) == started:
-            kill_tree(pid)
+        if start_time(pid) != started:
+            continue
+        tree[pid] = (started, True)
+        for below in descendants(pid):
+            if (below_started := start_time(below)) is not None:
+                tree[below] = (below_started, False)
+    return tree
+
+
+def kill_tree(tree: dict[int, tuple[str, bool]]) -> list[int]:
+    """SIGKILL every process of the tree that is still the same process (start time), leaders with
+    their process groups."""
+    killed = []
+    for pid, (started, leader) in tree.items():
+        if start_time(pid) != started:
+            continue
+        try:
+            (os.killpg if leader else os.kill)(pid, signal.SIGKILL)
             killed.append(pid)
+        except ProcessLookupError:
+            pass
     return killed
 
 
@@ -76,11 +85,16 @@ def alive(pid: int, started: str | None) -> bool:
 
 
 def watch(raylet: int, worker: int, pid_files: list[Path]) -> list[int]:
-    """Block until the raylet or the Ray worker is gone; then kill the step's groups."""
+    """Block until the raylet or the Ray worker is gone, noting the step's process tree meanwhile: by
+    the time the guard acts, torchrun may have died (SIGTERM from its dying parent) and left its ranks
+    re-parented, out of reach from its pid. Then kill every process of that tree."""
     expected = {pid: start_time(pid) for pid in (raylet, worker)}
+    tree: dict[int, tuple[str, bool]] = {}
     while all(alive(pid, started) for pid, started in expected.items()):
+        tree.update(recorded_tree(pid_files))
         time.sleep(POLL_S)
-    return kill_recorded(pid_files)
+    tree.update(recorded_tree(pid_files))
+    return kill_tree(tree)
 
 
 def main(argv: list[str]) -> int:
@@ -89,7 +103,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # the step ended normally: nothing to do
     killed = watch(int(argv[0]), int(argv[1]), [Path(p) for p in argv[2:]])
     if killed:
-        print(f"node_guard: raylet or Ray worker died; killed worker groups {killed}", file=sys.stderr)
+        print(f"node_guard: raylet or Ray worker died; killed the step's processes {killed}", file=sys.stderr)
     return 0
 
 
