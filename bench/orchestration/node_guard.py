@@ -98,6 +98,14 @@ def watch(raylet: int, worker: int, pid_files: list[Path]) -> list[int]:
 
 
 def main(argv: list[str]) -> int:
+    # Detach: a Ray worker that exits SIGKILLs its own children (Ray's kill_child_processes_on_
+    # worker_exit), which would take this guard along with torchrun and leave the ranks behind.
+    # The parent prints the guard's pid and returns at once; the guard lives on in a session of its own.
+    child = os.fork()
+    if child:
+        print(child, flush=True)
+        return 0
+    os.setsid()
     # A Ray worker's children inherit its blocked signals: unblock the one that ends this guard.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # the step ended normally: nothing to do

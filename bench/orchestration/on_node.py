@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import queue
+import signal
 import socket
 import subprocess
 import sys
@@ -151,11 +152,15 @@ def guarded(pid_files: list[Path], node: dict, raylet: int | None = None) -> Ite
     not the cell's: raise NodeLost instead of returning it."""
     raylet = raylet or os.getppid()  # Ray workers are the raylet's children
     raylet_started = start_time(raylet)
-    guard = subprocess.Popen(
+    starter = subprocess.Popen(
         [sys.executable, "-m", "bench.orchestration.node_guard", str(raylet), str(os.getpid()),
          *map(str, pid_files)],
-        start_new_session=True,
+        stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True, text=True,
     )  # fmt: skip
+    guard = int(starter.stdout.readline())  # the detached guard (not our child: see node_guard.main)
+    guard_started = start_time(guard)
+    starter.stdout.close()
+    starter.wait()
     try:
         yield
         if not alive(raylet, raylet_started):
@@ -164,12 +169,8 @@ def guarded(pid_files: list[Path], node: dict, raylet: int | None = None) -> Ite
                 f"Node IP: {node['node_ip']}, node ID: {node['node_id']}."
             )
     finally:
-        guard.terminate()
-        try:
-            guard.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            guard.kill()
-            guard.wait()
+        if start_time(guard) == guard_started:
+            os.kill(guard, signal.SIGTERM)
 
 
 def _same_threads(threads: str | None) -> None:
