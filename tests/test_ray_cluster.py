@@ -120,6 +120,7 @@ def test_a_node_killed_mid_training_costs_one_failed_record_then_the_step_reruns
         pid_file = _wait_for(lambda: next((tmp_path / "results" / "cells").glob("*/train.pid"), None), 120)
         worker = int(pid_file.read_text().split()[0])
         ranks = _wait_for(lambda: descendants(worker), 60)  # torchrun has started its rank: mid-step
+        time.sleep(1)  # the guard notes a step's processes every 0.5 s (see node_guard.watch)
         node = _node_running(cluster, worker)
         killed_at = datetime.datetime.now(datetime.UTC)
         cluster.remove_node(node, allow_graceful=False)

@@ -87,7 +87,8 @@ def alive(pid: int, started: str | None) -> bool:
 def watch(raylet: int, worker: int, pid_files: list[Path]) -> list[int]:
     """Block until the raylet or the Ray worker is gone, noting the step's process tree meanwhile: by
     the time the guard acts, torchrun may have died (SIGTERM from its dying parent) and left its ranks
-    re-parented, out of reach from its pid. Then kill every process of that tree."""
+    re-parented, out of reach from its pid. Then kill every process of that tree. (A rank started
+    less than POLL_S before the loss can be missed.)"""
     expected = {pid: start_time(pid) for pid in (raylet, worker)}
     tree: dict[int, tuple[str, bool]] = {}
     while all(alive(pid, started) for pid, started in expected.items()):
