@@ -23,6 +23,7 @@ import heapq
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -54,12 +55,15 @@ def wall(args) -> dict:
     build = f"import pathlib, bench.models.tiny as t; t.tiny_model_dir(pathlib.Path({str(args.data_dir)!r}))"
     subprocess.run([sys.executable, "-c", build], env=env, check=True)  # the model once, outside the timing
     sides = {"local": _timed(matrix, work / "local", env)}
-    cluster = local_cluster.start(nodes=2, gpus=1, tmp=Path(f"/tmp/ray-wall-{os.getpid()}"))
+    ray_tmp = Path(f"/tmp/ray-wall-{os.getpid()}")
+    cluster = local_cluster.start(nodes=2, gpus=1, tmp=ray_tmp)
     try:
         sides["ray"] = _timed(matrix, work / "ray", {**env, **os.environ, "BENCH_CACHE": env["BENCH_CACHE"],
                               "RAY_ADDRESS": cluster.address}, "--executor", "ray")  # fmt: skip
     finally:
         cluster.shutdown()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
     return {
         "benchmark": "wall", "matrix": WALL_MATRIX, "sides": sides,
         "cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
