@@ -18,12 +18,13 @@ from bench.core.data import DataError, check_task_data, load_splits, resolve_dat
 from bench.core.matrix import Matrix, MatrixError, load
 from bench.core.records import Status
 from bench.core.store import Store, StoreError, latest
+from bench.orchestration.cluster import ClusterError
 from bench.orchestration.runner import BusyError, cell_status, plan
 from bench.planning import fit
 from bench.planning.fit import SKIPPED, unfit
 
 RESULTS_ENV = "BENCH_RESULTS"
-USER_ERRORS = (MatrixError, DataError, StoreError, BusyError)
+USER_ERRORS = (MatrixError, DataError, StoreError, BusyError, ClusterError)
 
 
 def results_dir(args) -> Path:
@@ -66,6 +67,11 @@ def cmd_plan(args) -> int:
         steps = [s for s in steps if s.cell.key not in too_big]
         print(f"{len(too_big)} cells would not fit the visible GPUs; `bench run --force` runs them anyway")
     print(f"{len(steps)} steps to run")
+    if args.executor == "ray":
+        from bench.orchestration.parallel_plan import parallel_view
+
+        print("\n".join(parallel_view(steps)))
+        return 0
     for step in steps:
         print(f"  {step.phase:<5} {step.cell.id}")
     return 0
@@ -101,14 +107,30 @@ def cmd_run(args) -> int:
     print(
         f"matrix {matrix.name}: {len(matrix.cells)} cells, {len(steps)} steps to run; results in {store.root}"
     )
-    launcher = Launcher(store.root.resolve(), data_dir, matrix.name)
-    written = run(steps, store, launcher, execute_group=launcher.group)
+    if args.executor == "ray":
+        from bench.orchestration.ray_executor import run_on_ray
+
+        launcher = Launcher(store.root.resolve(), data_dir.resolve(), matrix.name, echo=False)
+        written = run_on_ray(launcher, store, steps, args.node_retries)
+    else:
+        _refuse_multinode(steps)
+        launcher = Launcher(store.root.resolve(), data_dir, matrix.name)
+        written = run(steps, store, launcher, execute_group=launcher.group)
     failed = Counter(str(r.status) for r in written if r.status != Status.OK)
     detail = f" ({', '.join(f'{n} {status}' for status, n in sorted(failed.items()))})" if failed else ""
     print(f"done: {len(written)} records written, {sum(failed.values())} not ok{detail}")
     if not args.no_report:
         _report(matrix, store, Path(args.reports_dir), {} if args.force else too_big)
     return 1 if failed else 0  # the records and the report are written either way
+
+
+def _refuse_multinode(steps: list) -> None:
+    spanning = sorted({s.cell.id for s in steps if s.cell.nodes > 1 and s.phase == "train"})
+    if spanning:
+        raise MatrixError(
+            f"{len(spanning)} cells train on more than one node ({spanning[0]}, ...): the local executor "
+            "runs on this machine only; use `--executor ray` on a cluster, or drop the 'nodes' axis"
+        )
 
 
 def cmd_report(args) -> int:
@@ -255,6 +277,11 @@ def parser() -> argparse.ArgumentParser:
                 "--rerun", action="store_true", help="rerun every cell (new records; old ones stay)"
             )
             s.add_argument("--only", metavar="REGEX", help="only the cells whose id matches, e.g. 4bit-r4")
+            s.add_argument(
+                "--executor", choices=("local", "ray"), default="local",
+                help="local: one step after another here (default); ray: steps as Ray tasks on the cluster "
+                "named by RAY_ADDRESS, or a local Ray, as many at once as free GPUs allow",
+            )  # fmt: skip
         if name == "plan":
             s.add_argument(
                 "--data-dir", help="the data folder, for sequence-length estimates (env BENCH_DATA)"
@@ -267,6 +294,10 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument(
                 "--force", action="store_true", help="run cells the memory planner says cannot fit"
             )
+            s.add_argument(
+                "--node-retries", type=int, default=0, metavar="N",
+                help="--executor ray: submit a step lost with its node (or Ray worker) up to N more times",
+            )  # fmt: skip
     t = sub.add_parser("tasks", help="list the lm-eval tasks in tasks/; --check fails if any YAML is skipped")
     t.add_argument("--check", action="store_true")
     t.add_argument(

@@ -85,6 +85,13 @@ class Cell:
     # settings already differ in train, so the key differs too. Left out of to_dict when empty, which
     # keeps the keys (and so the records) of every cell made before such axes existed.
     variant: str = ""
+    # Machines the training spans (gpus are split evenly over them). Left out of to_dict when 1, which
+    # keeps the keys of every single-node cell; evaluation always runs on one node.
+    nodes: int = 1
+
+    @property
+    def gpus_per_node(self) -> int:
+        return self.gpus // self.nodes
 
     @property
     def is_base(self) -> bool:
@@ -100,6 +107,7 @@ class Cell:
     @property
     def id(self) -> str:
         text = f"{self.model.name}__{self.task}__{self.config_label}__{self.gpus}gpu__eval{self.eval_bits}bit"
+        text = f"{text}__{self.nodes}nodes" if self.nodes > 1 else text
         return f"{text}__{self.variant}" if self.variant else text
 
     @property
@@ -121,6 +129,8 @@ class Cell:
             for name, default in later.items():
                 if data[part] is not None and data[part].get(name) == default:
                     del data[part][name]
+        if data["nodes"] == 1:
+            del data["nodes"]
         return data
 
     @classmethod
@@ -136,6 +146,7 @@ class Cell:
             train=None if train is None else _build(TrainConfig, train),
             eval=_build(EvalConfig, data["eval"]),
             variant=data.get("variant", ""),
+            nodes=data.get("nodes", 1),
         )
 
 

@@ -6,8 +6,9 @@ Format (see matrices/*.yaml):
   axes:      model, bits, rank, task, gpus, eval_bits, batch (per GPU; sets train.batch_per_gpu over
              any default or override and names the cell "...__b8"), seed (sets train.seed, names the cell
              "...__s1"), method (lora | dora | rslora: sets train.method, names the configuration
-             "4bit-r4-dora"), protocol (sets eval.protocol): lists of values. A list of mappings under
-             any other name is a linked axis: its values move together, e.g.
+             "4bit-r4-dora"), protocol (sets eval.protocol), nodes (machines a training spans, gpus
+             split evenly over them; default 1; needs `--executor ray`): lists of values.
+             A list of mappings under any other name is a linked axis: its values move together, e.g.
              quant: [{bits: 4, rank: 4}, {bits: 8, rank: 8}]
   base:      true adds base-model rows (no adapter, evaluation only)
   exclude:   [{axis: value-or-list, ...}]: drop cells matching every key
@@ -43,8 +44,9 @@ from bench.core.comparisons import Comparison, parse_comparisons, unmatched
 from bench.core.methods import METHODS
 from bench.models.sources import source_of
 
-AXES = ("model", "bits", "rank", "task", "gpus", "eval_bits", "batch", "seed", "method", "protocol")
-OPTIONAL_AXES = ("batch", "seed", "method", "protocol")  # absent: the settings decide, ids carry no variant
+AXES = ("model", "bits", "rank", "task", "gpus", "eval_bits", "batch", "seed", "method", "protocol", "nodes")
+# absent: the settings decide, and cell ids carry no variant
+OPTIONAL_AXES = ("batch", "seed", "method", "protocol", "nodes")
 TOP_KEYS = (
     "name", "description", "models", "axes", "base", "exclude", "train", "eval", "overrides", "deviations",
     "compare",
@@ -214,7 +216,7 @@ def _check_values(ctx: _Context, combo: dict, models: dict) -> None:
     for axis, allowed in (("bits", BITS), ("eval_bits", BITS)):
         if combo[axis] not in allowed or isinstance(combo[axis], bool):
             ctx.fail(f"axes.{axis}", f"{combo[axis]!r} is not one of {', '.join(map(str, allowed))}")
-    for axis in ("rank", "gpus", "batch"):
+    for axis in ("rank", "gpus", "batch", "nodes"):
         if axis not in combo:
             continue
         if not isinstance(combo[axis], int) or isinstance(combo[axis], bool) or combo[axis] <= 0:
@@ -224,6 +226,12 @@ def _check_values(ctx: _Context, combo: dict, models: dict) -> None:
         ctx.fail("axes.seed", f"{combo['seed']!r} must be a whole number >= 0, e.g. seed: [1, 2]")
     if "method" in combo:
         _check_method(ctx, "axes.method", combo["method"])
+    if combo["gpus"] % combo.get("nodes", 1):
+        ctx.fail(
+            "axes.nodes",
+            f"gpus {combo['gpus']} do not split evenly over {combo['nodes']} nodes; "
+            "use a gpus value that is a multiple of nodes (e.g. gpus: 8, nodes: 2 = 4 per node)",
+        )
 
 
 def _check_method(ctx: _Context, key: str, method) -> None:
@@ -328,6 +336,7 @@ def _cell(ctx, values, models, train_defaults, eval_defaults, overrides) -> Cell
         train=train_config,
         eval=eval_config,
         variant=variant,
+        nodes=values.get("nodes", 1),
     )
 
 

@@ -61,7 +61,10 @@ def predict(cell: Cell, data_dir: Path | None = None) -> Prediction | None:
     if config is None:
         return None
     seq = longest_tokens(cell, data_dir)
-    evaluation = predict_eval(config, cell.eval_bits, cell.eval.batch_size, seq, EVAL_NEW_TOKENS, cell.gpus)
+    # Evaluation runs on one node: layers split over that node's GPUs, not the whole training's.
+    evaluation = predict_eval(
+        config, cell.eval_bits, cell.eval.batch_size, seq, EVAL_NEW_TOKENS, cell.gpus_per_node
+    )
     train_gb = None
     if not cell.is_base:
         cfg = cell.train

@@ -137,7 +137,10 @@ def cell_states(
 
 
 def config_key(cell: Cell) -> tuple:
-    return (cell.model.name, cell.model.weights, cell.config_label, cell.gpus, cell.eval_bits, cell.variant)
+    return (
+        cell.model.name, cell.model.weights, cell.config_label, cell.gpus, cell.eval_bits, cell.variant,
+        cell.nodes,
+    )  # fmt: skip
 
 
 def config_labels(cells: list[Cell]) -> dict[tuple, str]:
@@ -162,6 +165,7 @@ def config_labels(cells: list[Cell]) -> dict[tuple, str]:
         seen = variants[config_key(c)[:3]]
         label = f"{c.model.name} {c.config_label}"
         label += f" · {c.gpus} GPU" if len({g for g, _ in seen}) > 1 else ""
+        label += f" · {c.nodes} nodes × {c.gpus_per_node} GPU" if c.nodes > 1 else ""
         label += f" · eval {c.eval_bits}-bit" if len({e for _, e in seen}) > 1 else ""
         label += f" · batch {c.train.batch_per_gpu}" if variant_names(c, "b") and c.train else ""
         label += f" · {c.eval.protocol}" if c.eval.protocol != protocols.DEFAULT_PROTOCOL else ""

@@ -203,7 +203,8 @@ def _batch_entry(st: CellState, train: dict) -> Entry:
     per_gpu = train.get("batch_per_gpu", st.cell.train.batch_per_gpu)
     gpus = train.get("world_size", st.cell.gpus)
     accum = train.get("grad_accum", st.cell.train.grad_accum)
-    return Entry(f"{per_gpu} × {gpus}, GA {accum}", per_gpu * gpus * accum)
+    over = f" ({st.cell.nodes} nodes)" if st.cell.nodes > 1 else ""
+    return Entry(f"{per_gpu} × {gpus}{over}, GA {accum}", per_gpu * gpus * accum)
 
 
 def _optimizer_entry(train: dict) -> Entry:

@@ -83,8 +83,10 @@ def init_distributed() -> None:
 def pick_device(world: int) -> torch.device:
     if not torch.cuda.is_available():
         return torch.device("cpu")
-    if torch.cuda.device_count() < world:
-        raise RuntimeError(f"the cell asks for {world} GPUs, this machine has {torch.cuda.device_count()}")
+    here = int(os.environ.get("LOCAL_WORLD_SIZE", world))  # a multi-node cell: this node's share
+    if torch.cuda.device_count() < here:
+        count = torch.cuda.device_count()
+        raise RuntimeError(f"the cell asks for {here} GPUs here, this machine has {count}")
     local = int(os.environ["LOCAL_RANK"])
     torch.cuda.set_device(local)
     return torch.device("cuda", local)
