@@ -116,9 +116,13 @@ def cmd_run(args) -> int:
         _refuse_multinode(steps)
         launcher = Launcher(store.root.resolve(), data_dir, matrix.name)
         written = run(steps, store, launcher, execute_group=launcher.group)
-    failed = Counter(str(r.status) for r in written if r.status != Status.OK)
+    # Each step's last record of this run: a step lost with its node and rerun (--node-retries) counts
+    # as its rerun ended.
+    final = latest(written)
+    failed = Counter(str(r.status) for r in final.values() if r.status != Status.OK)
     detail = f" ({', '.join(f'{n} {status}' for status, n in sorted(failed.items()))})" if failed else ""
-    print(f"done: {len(written)} records written, {sum(failed.values())} not ok{detail}")
+    retried = f", {len(written) - len(final)} retried" if len(written) > len(final) else ""
+    print(f"done: {len(written)} records written, {sum(failed.values())} not ok{detail}{retried}")
     if not args.no_report:
         _report(matrix, store, Path(args.reports_dir), {} if args.force else too_big)
     return 1 if failed else 0  # the records and the report are written either way
