@@ -22,7 +22,7 @@ import yaml
 pytest.importorskip("ray")
 
 from bench.orchestration import local_cluster  # noqa: E402
-from bench.orchestration.node_guard import descendants  # noqa: E402
+from bench.orchestration.orphans import descendants  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -18,8 +18,8 @@ import yaml
 from bench.__main__ import main
 from bench.core.matrix import MatrixError, parse
 from bench.orchestration.cluster import Node, refusal, resource_of, what_node_sees
-from bench.orchestration.node_guard import descendants, watch
-from bench.orchestration.orphans import remember
+from bench.orchestration.node_guard import watch
+from bench.orchestration.orphans import descendants, remember
 from bench.orchestration.parallel_plan import parallel_view
 from bench.orchestration.ray_executor import cause
 from bench.orchestration.runner import plan

@@ -155,3 +155,46 @@ def test_run_exits_non_zero_when_any_step_is_not_ok_and_still_finishes(
     outcome.clear()
     assert main(["run", str(matrix), *common, "--retry", "oom"]) == 0
     assert "done: 2 records written, 0 not ok" in capsys.readouterr().out
+
+
+def test_leftover_workers_die_with_ranks_in_sessions_of_their_own(tmp_path):
+    """As torchrun does: the recorded leader starts its rank in a new session. kill_leftovers must
+    reach the rank too, not only the leader's process group."""
+    import subprocess
+    import sys
+    import time
+
+    from bench.orchestration.orphans import descendants, kill_leftovers, remember
+
+    code = (
+        "import subprocess, sys, time; "
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], start_new_session=True); "
+        "time.sleep(120)"
+    )
+    leader = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not (ranks := descendants(leader.pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert ranks, "the leader never started its rank"
+        cell_dir = tmp_path / "cells" / "tiny__fpb-0123"
+        cell_dir.mkdir(parents=True)
+        remember(cell_dir / "train.pid", leader.pid)
+        assert kill_leftovers(tmp_path) == [f"tiny__fpb-0123 train (pid {leader.pid})"]
+        leader.wait(timeout=10)
+        for _ in range(100):
+            if not any(Path(f"/proc/{pid}").exists() and _running(pid) for pid in ranks):
+                break
+            time.sleep(0.1)
+        assert not any(_running(pid) for pid in ranks), "the rank outlived its killed leader"
+        assert not (cell_dir / "train.pid").exists()
+    finally:
+        if leader.poll() is None:
+            leader.kill()
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

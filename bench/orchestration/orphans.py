@@ -37,20 +37,67 @@ def remember(pid_file: Path, pid: int) -> None:
 
 
 def kill_leftovers(results_dir: Path) -> list[str]:
-    """Kill worker groups left by a dead runner; return what was killed (for the console)."""
+    """Kill the worker trees left by a dead runner; return what was killed (for the console).
+
+    The whole tree below each recorded leader, not only its process group: torchrun starts every rank
+    in a session of its own, so a SIGKILL of its group alone would leave the ranks running."""
     killed = []
     for pid_file in Path(results_dir).glob("cells/*/*.pid"):
+        tree = recorded_tree([pid_file])  # empty when the leader is gone (or its pid was reused)
+        if kill_tree(tree):
+            leaders = [pid for pid, (_, leader) in tree.items() if leader]
+            killed += [f"{pid_file.parent.name} {pid_file.stem} (pid {pid})" for pid in leaders]
+        pid_file.unlink(missing_ok=True)
+    return killed
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`. torchrun starts each rank in a session of its own, so killing the
+    leader's process group leaves the ranks running (measured: they then wait for the dead agent)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def recorded_tree(pid_files: list[Path]) -> dict[int, tuple[str, bool]]:
+    """The step's processes now: each leader named in a pid file (if its start time still matches)
+    and everything below it, as {pid: (start time, is a leader)}."""
+    tree: dict[int, tuple[str, bool]] = {}
+    for pid_file in pid_files:
         try:
             pid_text, started = pid_file.read_text().split()
             pid = int(pid_text)
-        except ValueError:
-            pid_file.unlink(missing_ok=True)
+        except (OSError, ValueError):
             continue
-        if start_time(pid) == started:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-                killed.append(f"{pid_file.parent.name} {pid_file.stem} (pid {pid})")
-            except ProcessLookupError:
-                pass
-        pid_file.unlink(missing_ok=True)
+        if start_time(pid) != started:
+            continue
+        tree[pid] = (started, True)
+        for below in descendants(pid):
+            if (below_started := start_time(below)) is not None:
+                tree[below] = (below_started, False)
+    return tree
+
+
+def kill_tree(tree: dict[int, tuple[str, bool]]) -> list[int]:
+    """SIGKILL every process of the tree that is still the same process (start time), leaders with
+    their process groups."""
+    killed = []
+    for pid, (started, leader) in tree.items():
+        if start_time(pid) != started:
+            continue
+        try:
+            (os.killpg if leader else os.kill)(pid, signal.SIGKILL)
+            killed.append(pid)
+        except ProcessLookupError:
+            pass
     return killed
