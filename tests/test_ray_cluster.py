@@ -22,7 +22,7 @@ import yaml
 pytest.importorskip("ray")
 
 from bench.orchestration import local_cluster  # noqa: E402
-from bench.orchestration.orphans import descendants  # noqa: E402
+from bench.orchestration.orphans import descendants, start_time  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -120,20 +120,21 @@ def test_a_node_killed_mid_training_costs_one_failed_record_then_the_step_reruns
         pid_file = _wait_for(lambda: next((tmp_path / "results" / "cells").glob("*/train.pid"), None), 120)
         worker = int(pid_file.read_text().split()[0])
         ranks = _wait_for(lambda: descendants(worker), 60)  # torchrun has started its rank: mid-step
+        tree = _started([worker, *ranks])
         time.sleep(1)  # the guard notes a step's processes every 0.5 s (see node_guard.watch)
         node = _node_running(cluster, worker)
         killed_at = datetime.datetime.now(datetime.UTC)
         cluster.remove_node(node, allow_graceful=False)
         local_cluster.add_node(cluster, gpus=1)  # the cluster keeps two nodes for the retry and the next test
-        alive = lambda: [p for p in [worker, *ranks] if _alive(p)]  # noqa: E731
-        assert _wait_for(lambda: not alive(), 15), f"the worker tree outlived its dead raylet: {alive()}"
+        assert _wait_for(lambda: not _survivors(tree), 15), f"outlived its dead raylet: {_survivors(tree)}"
         text, _ = driver.communicate(timeout=DRIVER_TIMEOUT_S)
     finally:
         if driver.poll() is None:
             driver.kill()
     assert driver.returncode == 0, text[-3000:]
     rows = [(r["phase"], r["status"]) for r in records(tmp_path)]
-    assert rows == [("train", "failed"), ("train", "ok"), ("eval", "ok")], text[-3000:]
+    errors = [r["error"] for r in records(tmp_path) if r["error"]]
+    assert rows == [("train", "failed"), ("train", "ok"), ("eval", "ok")], f"{rows} {errors}\n{text[-2000:]}"
     lost = records(tmp_path)[0]
     # Ray's NodeDiedError, or the step's own NodeLost when its guard killed the workers first
     assert ("NodeDiedError" in lost["error"] or "NodeLost" in lost["error"]) and node.node_id in lost["error"]
@@ -152,6 +153,7 @@ def test_a_killed_driver_resumes_and_a_second_driver_refuses(cluster, tmp_path, 
         pid_file = _wait_for(lambda: next((tmp_path / "results" / "cells").glob("*/train.pid"), None), 120)
         worker = int(pid_file.read_text().split()[0])
         ranks = _wait_for(lambda: descendants(worker), 60)
+        tree = _started([worker, *ranks])
         with pytest.raises(AssertionError, match="another bench run holds"):
             bench_run(one, tmp_path, env, "--executor", "ray")
         driver.kill()  # SIGKILL: no cleanup of its own
@@ -159,8 +161,7 @@ def test_a_killed_driver_resumes_and_a_second_driver_refuses(cluster, tmp_path, 
     finally:
         if driver.poll() is None:
             driver.kill()
-    alive = lambda: [p for p in [worker, *ranks] if _alive(p)]  # noqa: E731
-    assert _wait_for(lambda: not alive(), 30), f"the worker tree outlived its killed driver: {alive()}"
+    assert _wait_for(lambda: not _survivors(tree), 30), f"outlived its killed driver: {_survivors(tree)}"
     bench_run(one, tmp_path, env, "--executor", "ray")  # the same command again
     assert [(r["phase"], r["status"]) for r in records(tmp_path)] == [("train", "ok"), ("eval", "ok")]
 
@@ -191,11 +192,31 @@ def _wait_for(check, seconds: float):
     return None
 
 
-def _alive(pid: int) -> bool:
+def _started(pids: list[int]) -> dict[int, str | None]:
+    """Each pid's start time now, so that a pid reused by a new process later is not taken for it."""
+    return {pid: start_time(pid) for pid in pids}
+
+
+def _alive(pid: int, started: str | None) -> bool:
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return False
+    return started is not None and fields[0] != "Z" and fields[19] == started
+
+
+def _survivors(tree: dict[int, str | None]) -> list[str]:
+    """The processes of `tree` still running, each with its parent and command line (for the message)."""
+    out = []
+    for pid, started in tree.items():
+        if _alive(pid, started):
+            try:
+                parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+            except OSError:
+                continue
+            out.append(f"{pid} (parent {parent}): {command}")
+    return out
 
 
 def _node_running(cluster, pid: int):

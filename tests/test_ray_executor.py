@@ -163,9 +163,32 @@ def test_a_step_whose_raylet_dies_is_lost_with_its_node_and_its_workers_killed(t
     step = subprocess.Popen(["sh", "-c", "sleep 60 & wait"], start_new_session=True)
     remember(tmp_path / "train.pid", step.pid)
     node = {"node_ip": "127.0.0.1", "node_id": "abc123"}
-    with pytest.raises(NodeLost, match=r"Node IP: 127\.0\.0\.1, node ID: abc123"):
-        with guarded([tmp_path / "train.pid"], node, raylet=raylet.pid):
-            time.sleep(1)  # the guard is up
-            os.kill(raylet.pid, signal.SIGKILL)
-            raylet.wait()
-            assert step.wait(timeout=10) == -signal.SIGKILL  # killed by the guard, as on a live host
+    with guarded([tmp_path / "train.pid"], node, raylet=raylet.pid) as node_alive:
+        time.sleep(1)  # the guard is up
+        node_alive()  # the raylet lives: a record made now is the cell's
+        os.kill(raylet.pid, signal.SIGKILL)
+        raylet.wait()
+        assert step.wait(timeout=10) == -signal.SIGKILL  # killed by the guard, as on a live host
+        # the record the launcher now makes (workers killed) must not go out: the step is lost instead
+        with pytest.raises(NodeLost, match=r"Node IP: 127\.0\.0\.1, node ID: abc123"):
+            node_alive()
+
+
+def test_a_guard_told_to_stand_down_kills_what_is_left_of_the_step(tmp_path):
+    # A Ray worker shut down because its driver died kills torchrun; torchrun's return ends the step
+    # on a thread racing the worker's exit, which then stands the guard down with the ranks running.
+    from bench.orchestration.on_node import guarded
+
+    raylet = subprocess.Popen(["sleep", "60"])
+    leader = subprocess.Popen(["sh", "-c", "setsid sleep 60 & wait"], start_new_session=True)
+    remember(tmp_path / "train.pid", leader.pid)
+    try:
+        with guarded([tmp_path / "train.pid"], {"node_ip": "127.0.0.1", "node_id": "abc"}, raylet=raylet.pid):
+            rank = _wait(lambda: descendants(leader.pid))[0]  # "setsid": a session of its own, as ranks
+            time.sleep(1)  # the guard has noted the tree
+            os.kill(leader.pid, signal.SIGKILL)  # torchrun killed, its rank re-parented
+            leader.wait()
+        assert _wait(lambda: _state(rank) in ("gone", "Z")), "the rank outlived its guard's stand-down"
+        assert raylet.poll() is None  # only the step's processes were killed
+    finally:
+        raylet.kill()

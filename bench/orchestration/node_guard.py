@@ -1,4 +1,5 @@
-"""Kills a step's worker process groups when the Ray worker running the step, or its node's raylet, dies.
+"""Kills a step's worker process groups when the Ray worker running the step, or its node's raylet, dies,
+and whatever is left of them when the step ends.
 
 Measured on a live host whose raylet was killed: the torchrun tree outlives it, even with
 PR_SET_PDEATHSIG on torchrun, and may hold GPUs. A dead machine takes its processes with it; a dead
@@ -32,18 +33,34 @@ def alive(pid: int, started: str | None) -> bool:
     return fields[0] != "Z" and fields[19] == started
 
 
+class StandDown(Exception):
+    """SIGTERM from the step's own Ray worker: the step has ended."""
+
+
 def watch(raylet: int, worker: int, pid_files: list[Path]) -> list[int]:
-    """Block until the raylet or the Ray worker is gone, noting the step's process tree meanwhile: by
-    the time the guard acts, torchrun may have died (SIGTERM from its dying parent) and left its ranks
-    re-parented, out of reach from its pid. Then kill every process of that tree. (A rank started
-    less than POLL_S before the loss can be missed.)"""
+    """Block until the raylet or the Ray worker is gone, or until told to stand down, noting the step's
+    process tree meanwhile: by the time the guard acts, torchrun may have died (SIGTERM from its dying
+    parent) and left its ranks re-parented, out of reach from its pid. Then kill every process of
+    that tree still running. (A rank started less than POLL_S before the end can be missed.)
+
+    Standing down kills too: a step that ended normally has no process left, but a Ray worker being
+    shut down (its driver died) kills torchrun, whose return then ends the step on a thread that races
+    the worker's exit and stands the guard down while the ranks still run."""
     expected = {pid: start_time(pid) for pid in (raylet, worker)}
     tree: dict[int, tuple[str, bool]] = {}
-    while all(alive(pid, started) for pid, started in expected.items()):
+    try:
+        while all(alive(pid, started) for pid, started in expected.items()):
+            tree.update(recorded_tree(pid_files))
+            time.sleep(POLL_S)
         tree.update(recorded_tree(pid_files))
-        time.sleep(POLL_S)
-    tree.update(recorded_tree(pid_files))
+    except StandDown:
+        pass
     return kill_tree(tree)
+
+
+def _stand_down(*_) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the kill short
+    raise StandDown
 
 
 def main(argv: list[str]) -> int:
@@ -57,10 +74,10 @@ def main(argv: list[str]) -> int:
     os.setsid()
     # A Ray worker's children inherit its blocked signals: unblock the one that ends this guard.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # the step ended normally: nothing to do
+    signal.signal(signal.SIGTERM, _stand_down)
     killed = watch(int(argv[0]), int(argv[1]), [Path(p) for p in argv[2:]])
     if killed:
-        print(f"node_guard: raylet or Ray worker died; killed the step's processes {killed}", file=sys.stderr)
+        print(f"node_guard: killed what was left of the step's processes {killed}", file=sys.stderr)
     return 0
 
 

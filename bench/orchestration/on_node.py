@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,11 +59,18 @@ def run_steps(launcher: Launcher, steps: list[Step], threads: str | None) -> Ite
 
     def work() -> None:
         try:
-            with guarded([_pid_file(launcher, s, "") for s in steps], node):
+            with guarded([_pid_file(launcher, s, "") for s in steps], node) as node_alive:
+
+                def release(record: RunRecord) -> None:
+                    # A record made after the raylet died describes workers the guard killed, not
+                    # the cell: the step ends as NodeLost (once) instead of also sending it.
+                    node_alive()
+                    made.put(record)
+
                 if len(steps) == 1:
-                    made.put(launcher(steps[0]))
+                    release(launcher(steps[0]))
                 else:
-                    launcher.group(steps, made.put)
+                    launcher.group(steps, release)
             made.put(finished)
         except BaseException as exc:  # raised in the driver's handler, as the step's error
             made.put(exc)
@@ -110,9 +117,10 @@ def run_node_rank(launcher: NodeRankLauncher, step: Step, threads: str | None) -
     _same_threads(threads)
     node = here()
     suffix = "" if launcher.node_rank == 0 else f".node{launcher.node_rank}"
-    with guarded([_pid_file(launcher, step, suffix)], node):
+    with guarded([_pid_file(launcher, step, suffix)], node) as node_alive:
         if launcher.node_rank == 0:
             record = launcher(step)
+            node_alive()
             return {"node": node, "record": dataclasses.replace(record, env={**record.env, "node": node})}
         cell_dir = launcher.cell_dir(step)
         log_path = cell_dir / f"train{suffix}.log"
@@ -120,6 +128,7 @@ def run_node_rank(launcher: NodeRankLauncher, step: Step, threads: str | None) -
             launcher.command(step, cell_dir), log_path, step.cell.train.time_limit_s,
             cell_dir / f"train{suffix}.pid",
         )  # fmt: skip
+        node_alive()
         return {"node": node, "returncode": returncode, "timed_out": timed_out, "log": str(log_path)}
 
 
@@ -146,10 +155,12 @@ def _pid_file(launcher: Launcher, step: Step, suffix: str) -> Path:
 
 
 @contextmanager
-def guarded(pid_files: list[Path], node: dict, raylet: int | None = None) -> Iterator[None]:
+def guarded(pid_files: list[Path], node: dict, raylet: int | None = None) -> Iterator[Callable[[], None]]:
     """A node_guard beside the step: it kills the step's worker groups if this Ray worker or its
-    raylet (this worker's parent) dies. If the raylet died, the step's outcome (workers killed) is
-    not the cell's: raise NodeLost instead of returning it."""
+    raylet (this worker's parent) dies. Yields a check that raises NodeLost once the raylet is gone:
+    call it before handing out a record, since the step's outcome (workers killed) is then not the
+    cell's. Checked per record, not on the way out: a record handed out before the raylet died is
+    the cell's, and the step must not end in a NodeLost as well."""
     raylet = raylet or os.getppid()  # Ray workers are the raylet's children
     raylet_started = start_time(raylet)
     starter = subprocess.Popen(
@@ -161,13 +172,16 @@ def guarded(pid_files: list[Path], node: dict, raylet: int | None = None) -> Ite
     guard_started = start_time(guard)
     starter.stdout.close()
     starter.wait()
-    try:
-        yield
+
+    def node_alive() -> None:
         if not alive(raylet, raylet_started):
             raise NodeLost(
                 f"the raylet died while the step ran; its workers were killed. "
                 f"Node IP: {node['node_ip']}, node ID: {node['node_id']}."
             )
+
+    try:
+        yield node_alive
     finally:
         if start_time(guard) == guard_started:
             os.kill(guard, signal.SIGTERM)
