@@ -89,6 +89,7 @@ def _optional_data_dir(args) -> Path | None:
 
 
 def cmd_run(args) -> int:
+    from bench.orchestration.console import Console
     from bench.orchestration.launch import Launcher
     from bench.orchestration.runner import run
 
@@ -114,8 +115,13 @@ def cmd_run(args) -> int:
         written = run_on_ray(launcher, store, steps, args.node_retries)
     else:
         _refuse_multinode(steps)
-        launcher = Launcher(store.root.resolve(), data_dir, matrix.name)
-        written = run(steps, store, launcher, execute_group=launcher.group)
+        console = Console(len(steps))  # bars on a terminal; lines (and the workers' lines) otherwise
+        launcher = Launcher(store.root.resolve(), data_dir, matrix.name, echo=not console.bars,
+                            on_event=console.worker_event)  # fmt: skip
+        try:
+            written = run(steps, store, launcher, console.line, launcher.group, console.record_written)
+        finally:
+            console.close()
     # Each step's last record of this run: a step lost with its node and rerun (--node-retries) counts
     # as its rerun ended.
     final = latest(written)

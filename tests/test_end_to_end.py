@@ -85,7 +85,8 @@ def test_one_loaded_base_gives_what_a_fresh_load_per_cell_gives(smoke_run, data_
     assert sorted(r["metrics"]["base_reused"] for r in evals.values()) == [False, True, True]
     assert {r["metrics"]["base_shared_by"] for r in evals.values()} == {3}
     assert "(and 2 more on one loaded base)" in first.stdout
-    launcher = Launcher((out / "results").resolve(), data_dir, "smoke", echo=False)
+    events = []
+    launcher = Launcher((out / "results").resolve(), data_dir, "smoke", echo=False, on_event=events.append)
     for cell in load(REPO / "matrices" / "smoke.yaml").cells:
         samples = out / "results" / evals[cell.id]["artifacts"]["samples_fpb"]
         grouped = samples.read_text()
@@ -94,3 +95,24 @@ def test_one_loaded_base_gives_what_a_fresh_load_per_cell_gives(smoke_run, data_
         assert alone.metrics["base_shared_by"] == 1 and not alone.metrics["base_reused"]
         assert samples.read_text() == grouped, cell.id
         assert alone.scores == evals[cell.id]["scores"]
+        # the console's bar for this cell: rows from 0 to all 48, in batches of the cell's batch size
+        rows = [(e["done"], e["total"]) for e in events if e["cell"] == cell.id and e["phase"] == "eval"]
+        assert rows[0] == (0, 48) and rows[-1] == (48, 48), rows
+        assert all(b - a <= cell.eval.batch_size for (a, _), (b, _) in zip(rows, rows[1:], strict=False))
+
+
+def test_training_sends_one_event_per_step_to_the_console_and_none_to_its_log(smoke_run, data_dir, tmp_path):
+    from bench.core.matrix import load
+    from bench.orchestration.launch import Launcher
+    from bench.orchestration.runner import Step
+
+    out = smoke_run[0]
+    logs = [line for p in (out / "results" / "cells").glob("*/*.log") for line in p.read_text().splitlines()]
+    assert logs and not any(line.startswith("event: ") for line in logs)
+    cell = next(c for c in load(REPO / "matrices" / "smoke.yaml").cells if c.bits == 4)
+    events = []
+    record = Launcher(tmp_path, data_dir, "smoke", echo=False, on_event=events.append)(Step(cell, "train"))
+    assert record.status == "ok", record.log_tail
+    steps = [e["done"] for e in events if e["cell"] == cell.id and e["phase"] == "train"]
+    assert steps == list(range(21)) and {e["total"] for e in events} == {20}
+    assert events[-1]["tokens_per_s"] > 0 and events[-1]["loss"] == record.metrics["train_loss_last"]

@@ -16,6 +16,7 @@ from pathlib import Path
 from bench.core.records import Phase, Status
 
 STARTED = "eval-started"  # the evaluation worker's mark in a cell's folder: it began that cell
+EVENT_PREFIX = "event: "  # a worker's progress event line on stdout: "event: {json}"
 
 
 def outcome_path(cell_dir: Path, phase: Phase | str) -> Path:

@@ -16,10 +16,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.core.outcomes import STARTED, outcome_path, read_outcome
+from bench.core.outcomes import EVENT_PREFIX, STARTED, outcome_path, read_outcome
 from bench.core.records import Phase, RunRecord, Status, environment, now
 from bench.orchestration.orphans import die_with_parent, remember
 from bench.orchestration.runner import Step
@@ -36,6 +36,8 @@ class Launcher:
     data_dir: Path
     matrix: str
     echo: bool = True  # print workers' progress lines
+    # gets each progress event a worker prints (bench.orchestration.console's bars); local runs only
+    on_event: Callable[[dict], None] | None = field(default=None, compare=False, repr=False)
 
     def cell_dir(self, step: Step) -> Path:
         return self.results_dir / "cells" / step.cell.dirname
@@ -175,10 +177,26 @@ class Launcher:
 
     def _pump(self, proc: subprocess.Popen, log) -> None:
         for line in proc.stdout:
+            # One event per training step or evaluation batch: for the console, not the log. It may
+            # follow a progress bar's unfinished line (a library's tqdm on stderr, merged here).
+            if (at := line.find(EVENT_PREFIX)) >= 0:
+                self._forward(line[at:])
+                if not line[:at].strip():
+                    continue
+                line = line[:at] + "\n"
             log.write(line)
             log.flush()
             if self.echo and line.startswith(PROGRESS_PREFIX):
                 print("    " + line[len(PROGRESS_PREFIX) :].rstrip(), flush=True)
+
+    def _forward(self, line: str) -> None:
+        if self.on_event is None:
+            return
+        try:
+            found = json.loads(line[len(EVENT_PREFIX) :])
+        except ValueError:  # a line cut by a dying worker
+            return
+        self.on_event(found)
 
 
 def _overran(started_mark: Path, limit: int | None) -> bool:

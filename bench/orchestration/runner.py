@@ -92,10 +92,12 @@ def run(
     execute: Callable[[Step], RunRecord],
     progress: Callable[[str], None] = print,
     execute_group: GroupExecutor | None = None,
+    on_record: Callable[[RunRecord], None] | None = None,
 ) -> list[RunRecord]:
     """Execute steps in order, appending each outcome as it comes. An eval whose training did not
     succeed is skipped. Consecutive evals on one base go to `execute_group` together, if given: it
-    calls back once per cell, as soon as that cell's record exists."""
+    calls back once per cell, as soon as that cell's record exists. `on_record` sees each record
+    after it is stored (bench.orchestration.console's matrix bar)."""
     written: list[RunRecord] = []
     number = {id(step): i for i, step in enumerate(steps, start=1)}
 
@@ -109,6 +111,8 @@ def run(
         written.append(record)
         last[(record.cell_key, record.phase)] = record
         progress(f"{tag(step)}: {summary(record)}")
+        if on_record is not None:
+            on_record(record)
 
     with exclusive_run(store.root):
         last.update(latest(store.records()))

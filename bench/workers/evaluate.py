@@ -127,7 +127,7 @@ def evaluate_cell(
     with Clock() as tasks_clock:  # the task data: loading, not evaluating
         loaded = load_tasks(list(lm_tasks.values()), data_dir, gen_kwargs)
     lm = BenchLM(pretrained=model, tokenizer=tokenizer, batch_size=cell.eval.batch_size,
-                 eos_policy=protocol.eos, stop_early=protocol.stops_early)  # fmt: skip
+                 eos_policy=protocol.eos, stop_early=protocol.stops_early, cell_id=cell.id)  # fmt: skip
     seed = protocols.DEFAULT_SEED if cell.eval.seed is None else cell.eval.seed
     torch.manual_seed(seed)  # per cell: a cell's draws do not depend on the cells before it
     indices = list(range(torch.cuda.device_count()))

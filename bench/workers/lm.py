@@ -14,6 +14,7 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils_hf import stop_sequences_criteria
 
 from bench.core.scoring import answer_complete
+from bench.workers.protocol import event
 
 
 class AnswersComplete(transformers.StoppingCriteria):
@@ -41,9 +42,18 @@ class BenchLM(HFLM):
     only, as FinLoRA's generate(eos_token_id=tokenizer.eos_token_id) did (bench.core.protocols).
     stop_early adds AnswersComplete: right only where the first line is what gets scored."""
 
-    def __init__(self, *args, eos_policy: str = "all", stop_early: bool = True, **kwargs):
+    def __init__(self, *args, eos_policy: str = "all", stop_early: bool = True, cell_id: str = "", **kwargs):
         super().__init__(*args, **kwargs)
         self.eos_policy, self.stop_early = eos_policy, stop_early
+        self.cell_id, self.rows_total, self.rows_done = cell_id, 0, 0
+
+    def generate_until(self, requests, disable_tqdm: bool = False):
+        # lm-eval hands over every generation request of the cell at once: that is the bar's total.
+        # Its own tqdm bar is off: it would only reach the worker's log (a pipe), as \r-joined noise;
+        # the events below feed the console's bar instead.
+        self.rows_total, self.rows_done = len(requests), 0
+        event(self.cell_id, "eval", 0, self.rows_total)
+        return super().generate_until(requests, disable_tqdm=True)
 
     def _model_generate(self, context, max_length: int, stop: list[str], **generation_kwargs):
         # HFLM's own settings (greedy when temperature is 0, its stop sequences), plus AnswersComplete.
@@ -58,7 +68,7 @@ class BenchLM(HFLM):
             criteria.append(
                 AnswersComplete(self.tokenizer, context.shape[1], context.shape[0], self._eos_ids())
             )
-        return self.model.generate(
+        generated = self.model.generate(
             input_ids=context,
             max_length=max_length,
             stopping_criteria=criteria,
@@ -66,6 +76,9 @@ class BenchLM(HFLM):
             use_cache=True,
             **generation_kwargs,
         )
+        self.rows_done += context.shape[0]
+        event(self.cell_id, "eval", min(self.rows_done, self.rows_total), self.rows_total)
+        return generated
 
     def _eos_ids(self) -> list[int]:
         if self.eos_policy == "tokenizer":

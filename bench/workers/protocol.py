@@ -8,7 +8,7 @@ import traceback
 from pathlib import Path
 
 from bench.core.cell import Cell
-from bench.core.outcomes import Outcome, outcome_path
+from bench.core.outcomes import EVENT_PREFIX, Outcome, outcome_path
 from bench.core.records import Phase, Status
 
 
@@ -40,3 +40,9 @@ def failure(exc: BaseException) -> Outcome:
 
 def progress(message: str) -> None:
     print(f"progress: {message}", flush=True)
+
+
+def event(cell: str, phase: str, done: int, total: int, **fields) -> None:
+    """A machine-readable progress event: the launcher hands it to the console's bars (not the log)."""
+    print(EVENT_PREFIX + json.dumps({"cell": cell, "phase": phase, "done": done, "total": total, **fields}),
+          flush=True)  # fmt: skip

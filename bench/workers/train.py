@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 
 import torch
 import torch.distributed as dist
@@ -48,7 +49,7 @@ from bench.workers.measure import (
     torch_peaks_gb,
 )
 from bench.workers.optim import choose_optimizer, deepspeed_config
-from bench.workers.protocol import failure, parse_args, progress, read_cell, write_outcome
+from bench.workers.protocol import event, failure, parse_args, progress, read_cell, write_outcome
 from bench.workers.truncation import truncated_by_task
 
 
@@ -157,7 +158,7 @@ def train_cell(cell, cell_dir, data_dir) -> Outcome:
     reset_torch_peaks(device)
     sampler = NvmlSampler([device.index] if device.type == "cuda" else [])
     with sampler, Clock() as train_clock:
-        stats = train_loop(engine, encoded, cfg, total_steps, tokenizer.pad_token_id, device)
+        stats = train_loop(engine, encoded, cfg, total_steps, tokenizer.pad_token_id, device, cell.id)
     allocated, reserved = torch_peaks_gb(device)
     nvml = sampler.peaks_gb()
     gathered = [None] * world
@@ -215,7 +216,7 @@ def train_cell(cell, cell_dir, data_dir) -> Outcome:
                    notes=tuple(notes))  # fmt: skip
 
 
-def train_loop(engine, encoded, cfg, total_steps: int, pad_id: int, device) -> dict:
+def train_loop(engine, encoded, cfg, total_steps: int, pad_id: int, device, cell_id: str = "") -> dict:
     """The optimizer steps. No device sync per step: tokens are counted on the host and the losses are
     reduced across ranks only at report points (10 a run), so the host runs ahead and prepares the
     next batch while the device computes (profile: the per-step .item() and all_reduce)."""
@@ -225,6 +226,9 @@ def train_loop(engine, encoded, cfg, total_steps: int, pad_id: int, device) -> d
     curve, pending, step, epoch, micro, tokens, examples = [], [], 0, 0, 0, 0, 0
     window_loss = torch.zeros((), device=device)
     report_every = max(1, total_steps // 10)
+    started = time.monotonic()
+    if rank == 0:
+        event(cell_id, "train", 0, total_steps)  # the bar starts now, so its rate counts steps only
     engine.train()
     while step < total_steps:
         batches = length_grouped_batches(lengths, cfg.batch_per_gpu, cfg.seed + epoch, world)
@@ -248,6 +252,10 @@ def train_loop(engine, encoded, cfg, total_steps: int, pad_id: int, device) -> d
                 pending = []
                 if rank == 0:
                     progress(f"step {step}/{total_steps} loss {curve[-1][1]:.4f} epoch {epoch}")
+            if rank == 0:  # the console's bar; tokens counted on this rank's host, no device sync
+                rate = tokens * world / max(time.monotonic() - started, 1e-9)
+                last_loss = curve[-1][1] if curve else None
+                event(cell_id, "train", step, total_steps, loss=last_loss, tokens_per_s=round(rate))
             if step >= total_steps:
                 break
         epoch += 1
