@@ -86,6 +86,16 @@ def outcome(out) -> dict:
     return rows
 
 
+def same_outcome(now: dict, reference: dict) -> None:
+    """Same records, statuses and scores; losses to 1e-3: a training that shared the 2 cores with the
+    killed run's dying workers moved a loss in the 4th decimal once (7.75212 vs 7.75183)."""
+    assert now.keys() == reference.keys()
+    for key, (status, scores, curve) in now.items():
+        assert (status, scores) == reference[key][:2], key
+        flat = [v for point in curve or [] for v in point]
+        assert flat == pytest.approx([v for point in reference[key][2] or [] for v in point], rel=1e-3), key
+
+
 pytestmark = pytest.mark.slow
 
 
@@ -166,7 +176,7 @@ def test_kill_runner_then_rerun_equals_an_uninterrupted_run(setup, marker, refer
     before = records(out)
     rerun = subprocess.run(command(matrix, out), env=env, capture_output=True, text=True, cwd=REPO)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert outcome(out) == outcome(reference)
+    same_outcome(outcome(out), outcome(reference))
     assert all(
         json.dumps(r, sort_keys=True) in map(lambda x: json.dumps(x, sort_keys=True), records(out))
         for r in before
