@@ -21,12 +21,13 @@ from pathlib import Path
 
 from bench.core.outcomes import EVENT_PREFIX, STARTED, outcome_path, read_outcome
 from bench.core.records import Phase, RunRecord, Status, environment, now
-from bench.orchestration.orphans import die_with_parent, remember
+from bench.orchestration.orphans import die_with_parent, kill_tree, remember, tree_of
 from bench.orchestration.runner import Step
 from bench.planning.planner import predict
 
 PROGRESS_PREFIX = "progress: "
 LOG_TAIL_LINES = 40
+TERM_GRACE_S = 10  # a worker told to stop (SIGTERM) gets this long before SIGKILL
 OOM_MARKERS = ("OutOfMemoryError", "CUDA out of memory", "CUBLAS_STATUS_ALLOC_FAILED")
 
 
@@ -225,16 +226,16 @@ def _wait(proc: subprocess.Popen, limit: int | None, on_tick) -> None:
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=10)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    """SIGTERM to the worker's group (torchrun passes it on to its ranks), then SIGKILL to the whole
+    tree noted before: torchrun starts each rank in a session of its own, out of the group's reach."""
+    tree = tree_of(proc.pid)
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=TERM_GRACE_S)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    kill_tree(tree)  # what is left of it (each process checked against its start time)
+    proc.wait(timeout=10)
 
 
 def classify(returncode, timed_out, outcome, log_path, limit) -> tuple[Status, str | None]:

@@ -79,12 +79,17 @@ def recorded_tree(pid_files: list[Path]) -> dict[int, tuple[str, bool]]:
             pid = int(pid_text)
         except (OSError, ValueError):
             continue
-        if start_time(pid) != started:
-            continue
-        tree[pid] = (started, True)
-        for below in descendants(pid):
-            if (below_started := start_time(below)) is not None:
-                tree[below] = (below_started, False)
+        if start_time(pid) == started:
+            tree.update(tree_of(pid))
+    return tree
+
+
+def tree_of(leader: int) -> dict[int, tuple[str, bool]]:
+    """A running leader and everything below it now, as {pid: (start time, is the leader)}."""
+    tree = {}
+    for pid in (leader, *descendants(leader)):
+        if (started := start_time(pid)) is not None:
+            tree[pid] = (started, pid == leader)
     return tree
 
 
