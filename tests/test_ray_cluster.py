@@ -70,7 +70,12 @@ def bench_run(matrix: dict, out: Path, env: dict, *extra, wait=True):
     done = subprocess.run(
         command, env=env, cwd=REPO, capture_output=True, text=True, timeout=DRIVER_TIMEOUT_S
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    if done.returncode != 0:
+        path = out / "results" / "records.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        found = [(r["cell_id"], r["phase"], r["status"], r["error"]) for r in map(json.loads, lines)]
+        tails = done.stdout[-3000:] + done.stderr[-3000:]
+        raise AssertionError(f"exit {done.returncode}; records {found}\n{tails}")
     return done.stdout
 
 
