@@ -151,7 +151,8 @@ class Launcher:
     def run_process(
         self, command: list[str], log_path: Path, limit: int | None, pid_file: Path, on_tick=None
     ) -> tuple[int, bool]:
-        env = {**os.environ, "BENCH_DATA": str(self.data_dir), "PYTHONUNBUFFERED": "1"}
+        # BENCH_WORKER: the worker, and each rank torchrun starts, dies with its parent (bench.workers)
+        env = {**os.environ, "BENCH_DATA": str(self.data_dir), "PYTHONUNBUFFERED": "1", "BENCH_WORKER": "1"}
         with open(log_path, "w") as log:
             log.write("$ " + " ".join(command) + "\n")
             log.flush()
