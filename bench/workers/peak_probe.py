@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -71,7 +72,10 @@ def cpu_peak(precision: str, threads: int | None = None, folder: Path | None = N
             tmp.replace(path)
     found = json.loads(path.read_text())
     m, k, n = found["shape"]
-    source = f"probe: {m}x{k}x{n} {precision} {threads} threads, best of {found['repeats']}, cached {path}"
+    load = f", load {found['load']:.1f} on {found['cpus']} CPUs" if "load" in found else ""
+    source = (
+        f"probe: {m}x{k}x{n} {precision} {threads} threads, best of {found['repeats']}{load}, cached {path}"
+    )
     return Peak(found["flops_per_s"], source)
 
 
@@ -94,7 +98,9 @@ def probe(dtype: torch.dtype, threads: int) -> dict:
                 break
     finally:
         torch.set_num_threads(before)
-    return {"flops_per_s": best, "shape": best_shape, "repeats": REPEATS, "measured": time.time()}
+    # The 1-minute load average says whether other processes shared the cores: a busy host probes low.
+    return {"flops_per_s": best, "shape": best_shape, "repeats": REPEATS, "measured": time.time(),
+            "load": os.getloadavg()[0], "cpus": os.cpu_count()}  # fmt: skip
 
 
 def _timed(a: torch.Tensor, b: torch.Tensor) -> float:
