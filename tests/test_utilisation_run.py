@@ -36,3 +36,19 @@ def test_a_tiny_training_record_carries_flops_peak_and_mfu(tmp_path, data_dir, b
     assert str(bench_cache / "peaks") in m["peak_source"]  # cached where the models are
     assert 0 < m["mfu"] < 1
     assert m["mfu"] == pytest.approx(m["achieved_flops_per_s"] / m["peak_flops_per_s"], abs=1e-4)
+
+
+def test_logits_count_where_the_loop_computes_them():
+    from bench.core.flops import Architecture, LoraStep
+    from bench.workers.examples import IGNORE, Encoded
+    from bench.workers.utilisation import batch_flops
+
+    arch = Architecture(hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2, head_dim=16, vocab=300)
+    step = LoraStep(arch, 4, ("q_proj", "k_proj", "v_proj"))
+    # Two rows: 5 and 3 tokens; the last two (label, EOS) of each carry loss.
+    rows = [Encoded([1] * 5, [IGNORE] * 3 + [7, 0], False), Encoded([1] * 3, [IGNORE, 7, 0], False)]
+    sliced, everywhere = batch_flops(step, rows, sliced=True), batch_flops(step, rows, sliced=False)
+    assert sliced.lm_head == step.batch([5, 3], 4).lm_head  # bench: 2 loss positions per row
+    assert everywhere.lm_head == step.batch([5, 3], 8).lm_head  # the plain loss: every real position
+    assert sliced.total - sliced.lm_head == everywhere.total - everywhere.lm_head
+    assert batch_flops(None, rows, True).total == 0  # no FLOP model (a non-Llama config): nothing counted
