@@ -59,6 +59,16 @@ def gpu_train(cell: Cell, mem: float | None, loss: float = 0.8, **extra) -> dict
     }  # fmt: skip
 
 
+# Utilisation fields as the training worker writes them (bench.workers.utilisation): 8B on H100s, tiny on CPU.
+H100_MFU = {"flops_per_token": 28_100_000_000, "achieved_flops_per_s": 14_752_500_000_000,
+            "peak_flops_per_s": 989_400_000_000_000, "peak_source": "table: H100 SXM bf16 dense (NVIDIA H100 "
+            "datasheet (SXM column))", "mfu": 0.0149}  # fmt: skip
+CPU_MFU = {
+    "flops_per_token": 428_007, "achieved_flops_per_s": 898_814_700, "peak_flops_per_s": 34_663_110_815,
+    "mfu": 0.0259, "peak_source": "probe: 2048x2048x2048 fp32 2 threads, best of 5, cached /c/peaks/cpu.json",
+}  # fmt: skip
+
+
 def score(task: str, scorer: str, acc: float, f1: float | None, ci: bool = True, local: bool = False) -> dict:
     return {
         "task": task, "scorer": scorer, "n": 200, "accuracy": acc, "weighted_f1": f1,
@@ -103,13 +113,13 @@ def smoke_inputs() -> tuple[list[Cell], list[RunRecord]]:
     cpu_train = {**gpu_train(c["fpb_tiny"], None, 1.6), "device": "cpu", "devices": ["cpu"],
                  "gpu_hours": None, "gpu_mem_null_reason": cpu_reason, "peak_rss_gb": 1.9, "train_s": 95.0,
                  "optimizer": "adamw", "optimizer_fallback": "0/1 Adam needs CUDA",
-                 "world_size": 1}  # fmt: skip
+                 "world_size": 1, **CPU_MFU}  # fmt: skip
     fallback = ["optimizer fallback: 0/1 Adam needs CUDA; used AdamW"]
     oom = "torch.OutOfMemoryError: CUDA out of memory"
     records = [
         record(c["fpb_base"], "eval", scores=scores("fpb", 0.70, 0.68), metrics=eval_metrics()),
         record(c["fpb_4"], "train", Status.FAILED, error="CUDA error: launch failure"),  # superseded below
-        record(c["fpb_4"], "train", minute=5, metrics=gpu_train(c["fpb_4"], 33.2)),
+        record(c["fpb_4"], "train", minute=5, metrics=gpu_train(c["fpb_4"], 33.2, **H100_MFU)),
         record(c["fpb_4"], "eval", minute=6, scores=scores("fpb", 0.84, 0.83), metrics=eval_metrics()),
         record(c["fpb_8"], "train", minute=7, metrics=gpu_train(c["fpb_8"], 46.4, 0.6, gpu_hours=7.5)),
         record(c["fpb_8"], "eval", minute=8, scores=scores("fpb", 0.86, 0.85, ci=False),

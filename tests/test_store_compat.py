@@ -17,8 +17,9 @@ from bench.report.render import write_reports
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "store_71db6b0"
-ADDED_COLUMNS = ("Truncated rows",)  # report columns added after 71db6b0 (Markdown headings)
-ADDED_CSV = ("truncated_examples",)
+# Report columns added after 71db6b0 (Markdown headings: label and unit)
+ADDED_COLUMNS = ("Truncated rows", "Model FLOPs (per token)", "Achieved (per device)", "MFU (%)")
+ADDED_CSV = ("truncated_examples", "flops_per_token", "achieved_flops_per_s", "mfu")
 SAME_SECTIONS = (
     "Problems and caveats",
     "Results — finlora scorer (primary)",
@@ -38,8 +39,8 @@ def _without_columns(markdown: str, headings: tuple[str, ...]) -> str:
             line = "|" + "|".join(c for i, c in enumerate(cells) if i not in drop) + "|"
         else:
             drop = set()
-            for heading in headings:
-                line = line.replace(f", {heading}", "")
+            for heading in headings:  # the legend names columns by label, without the unit
+                line = line.replace(f", {heading.split(' (')[0]}", "")
         out.append(line)
     return "\n".join(out) + "\n"
 

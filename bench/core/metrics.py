@@ -27,6 +27,13 @@ def _count(value: float) -> str:
     return f"{value:.0f}"
 
 
+def _flop_rate(value: float) -> str:
+    for unit, scale in (("PFLOP/s", 1e15), ("TFLOP/s", 1e12), ("GFLOP/s", 1e9)):
+        if abs(value) >= scale:
+            return f"{value / scale:.2f} {unit}"
+    return f"{value / 1e6:.2f} MFLOP/s"
+
+
 def _duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.1f} s"
@@ -49,6 +56,7 @@ FORMATS = {
     "bytes": _bytes,
     "count": _count,
     "duration": _duration,
+    "flop_rate": _flop_rate,
     "int": lambda v: f"{int(v)}",
 }
 
@@ -100,6 +108,13 @@ METRICS: dict[str, Metric] = {
         Metric("gpu_hours", "GPU-hours", "h", "hours", True, Phase.TRAIN, (RESOURCES,)),
         Metric("adapter_bytes", "Adapter", "", "bytes", True, Phase.TRAIN, (RESOURCES,)),
         Metric("tokens_per_s", "Train throughput", "tokens/s", "rate", False, Phase.TRAIN, (RESOURCES,)),
+        # Utilisation (bench.core.flops): a LoRA step's model FLOPs per real token, what the device
+        # achieved, and that as a fraction of its peak at the compute dtype (the record's peak_source).
+        Metric("flops_per_token", "Model FLOPs", "per token", "count", None, Phase.TRAIN, (RESOURCES,)),
+        Metric(
+            "achieved_flops_per_s", "Achieved", "per device", "flop_rate", False, Phase.TRAIN, (RESOURCES,)
+        ),
+        Metric("mfu", "MFU", "%", "pct", False, Phase.TRAIN, (RESOURCES,)),
         # Training rows cut to max_seq_len (the README's recipe for a new column, followed once).
         Metric("truncated_examples", "Truncated rows", "", "count", True, Phase.TRAIN, (RESOURCES,)),
         Metric("s_per_example", "Inference", "s/example", "seconds", True, Phase.EVAL, (RESOURCES,)),

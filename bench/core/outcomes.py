@@ -66,6 +66,14 @@ class TrainMetrics:
     wall_hours: float
     gpu_hours: float | None
     adapter_bytes: int
+    # Utilisation (bench.core.flops, bench.core.peaks); absent from records written before them.
+    flops_per_token: float | None  # model FLOPs of the LoRA step per real token
+    flops_per_token_parts: dict | None  # the same by part: base forward, input grads, LoRA, attention, ...
+    achieved_flops_per_s: float | None  # per device
+    peak_flops_per_s: float | None  # the device's peak at the compute dtype
+    peak_source: str  # "table: ..." or "probe: ..., cached <path>", or why there is none
+    mfu: float | None  # achieved / peak, a fraction
+    flops_note: str | None  # why FLOPs were not counted
     memory: MemoryMetrics
 
 

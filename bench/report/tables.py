@@ -157,8 +157,23 @@ def resources_table(states: list[CellState]) -> Table:
             f"GPU memory n/a: {reason} ({n} cell{'s' * (n > 1)}); peak RSS shown instead."
             for reason, n in reasons.items()
         ),
+        *_utilisation_notes(states),
     )
     return Table("resources", "Resources (training and inference cost)", tuple(columns), rows, notes)
+
+
+def _utilisation_notes(states: list[CellState]) -> tuple[str, ...]:
+    """How MFU was computed and which peaks it divides by; nothing for records from before it existed."""
+    peaks = Counter(
+        st.train.metrics["peak_source"] for st in states if st.train and st.train.metrics.get("peak_source")
+    )
+    if not peaks:
+        return ()
+    return (
+        "Model FLOPs = matmul FLOPs of a LoRA step on the frozen base per real token (bench.core.flops); "
+        "Achieved = that × tokens/s per device; MFU = Achieved ÷ the device's peak at the compute dtype.",
+        *(f"Peak: {source} ({n} cell{'s' * (n > 1)})." for source, n in peaks.items()),
+    )
 
 
 def _resource_row(st: CellState, label: str) -> tuple[Entry, ...]:

@@ -11,12 +11,14 @@ import math
 import os
 import sys
 import time
+from dataclasses import astuple
 
 import torch
 import torch.distributed as dist
 
 from bench.core.catalog import TRAINING_SETS
 from bench.core.data import load_splits
+from bench.core.flops import FlopCount
 from bench.core.methods import lora_switches, refusal
 from bench.core.mixes import MIXES, mix_note
 from bench.core.outcomes import Outcome, TrainMetrics
@@ -51,6 +53,7 @@ from bench.workers.measure import (
 from bench.workers.optim import choose_optimizer, deepspeed_config
 from bench.workers.protocol import event, failure, parse_args, progress, read_cell, write_outcome
 from bench.workers.truncation import truncated_by_task
+from bench.workers.utilisation import batch_flops, lora_step, utilisation_fields
 
 
 def main(argv=None) -> int:
@@ -139,6 +142,7 @@ def train_cell(cell, cell_dir, data_dir) -> Outcome:
         tokenizer = load_tokenizer(source, cell.model)
         model = build_model(cell, source, device)
     quantized = quantized_linear_counts(model)
+    flop_model, flops_note = lora_step(model, cell)
     trainable, total = model.get_nb_trainable_parameters()
 
     train_tasks = TRAINING_SETS[cell.task].train_tasks
@@ -158,7 +162,9 @@ def train_cell(cell, cell_dir, data_dir) -> Outcome:
     reset_torch_peaks(device)
     sampler = NvmlSampler([device.index] if device.type == "cuda" else [])
     with sampler, Clock() as train_clock:
-        stats = train_loop(engine, encoded, cfg, total_steps, tokenizer.pad_token_id, device, cell.id)
+        stats = train_loop(
+            engine, encoded, cfg, total_steps, tokenizer.pad_token_id, device, flop_model, cell.id
+        )
     allocated, reserved = torch_peaks_gb(device)
     nvml = sampler.peaks_gb()
     gathered = [None] * world
@@ -172,6 +178,10 @@ def train_cell(cell, cell_dir, data_dir) -> Outcome:
         [g[3] for g in gathered],
     )  # fmt: skip
     on_gpu = device.type == "cuda"
+    dtype = compute_dtype(device, cfg.precision)
+    # After training and outside its clock: a CPU's first run probes its matmul peak (seconds, then cached).
+    flops = utilisation_fields(stats["flops"], stats["tokens"], train_clock.seconds, world, device, dtype,
+                               flops_note)  # fmt: skip
     metrics = TrainMetrics(
         load_s=round(load_clock.seconds, 3),
         train_s=round(train_clock.seconds, 3),
@@ -192,9 +202,7 @@ def train_cell(cell, cell_dir, data_dir) -> Outcome:
         optimizer=optimizer,
         optimizer_requested=cfg.optimizer,
         optimizer_fallback=fallback,
-        precision="bf16 compute, fp32 LoRA weights"
-        if compute_dtype(device, cfg.precision) == torch.bfloat16
-        else "fp32",
+        precision="bf16 compute, fp32 LoRA weights" if dtype == torch.bfloat16 else "fp32",
         zero_stage=cfg.zero_stage,
         world_size=world,
         batch_per_gpu=cfg.batch_per_gpu,
@@ -204,6 +212,7 @@ def train_cell(cell, cell_dir, data_dir) -> Outcome:
         wall_hours=round(train_clock.seconds / 3600, 5),
         gpu_hours=round(train_clock.seconds * world / 3600, 5) if on_gpu else None,
         adapter_bytes=directory_bytes(adapter_dir),
+        **flops,
         memory=memory,
     )
     notes = [f"optimizer fallback: AdamW instead of 0/1 Adam ({fallback})"] if fallback else []
@@ -216,7 +225,9 @@ def train_cell(cell, cell_dir, data_dir) -> Outcome:
                    notes=tuple(notes))  # fmt: skip
 
 
-def train_loop(engine, encoded, cfg, total_steps: int, pad_id: int, device, cell_id: str = "") -> dict:
+def train_loop(
+    engine, encoded, cfg, total_steps: int, pad_id: int, device, flop_model=None, cell_id: str = ""
+) -> dict:
     """The optimizer steps. No device sync per step: tokens are counted on the host and the losses are
     reduced across ranks only at report points (10 a run), so the host runs ahead and prepares the
     next batch while the device computes (profile: the per-step .item() and all_reduce)."""
@@ -224,6 +235,7 @@ def train_loop(engine, encoded, cfg, total_steps: int, pad_id: int, device, cell
     lengths = [len(e.input_ids) for e in encoded]
     sliced = keeps_logits(engine.module)
     curve, pending, step, epoch, micro, tokens, examples = [], [], 0, 0, 0, 0, 0
+    flops = FlopCount()  # counted on the host from the batches' lengths, like the tokens
     window_loss = torch.zeros((), device=device)
     report_every = max(1, total_steps // 10)
     started = time.monotonic()
@@ -233,12 +245,14 @@ def train_loop(engine, encoded, cfg, total_steps: int, pad_id: int, device, cell
     while step < total_steps:
         batches = length_grouped_batches(lengths, cfg.batch_per_gpu, cfg.seed + epoch, world)
         for indices in batches[rank::world]:
-            batch = make_batch([encoded[i] for i in indices], pad_id, device)
+            rows = [encoded[i] for i in indices]
+            batch = make_batch(rows, pad_id, device)
             loss = target_loss(engine, batch, sliced)
             engine.backward(loss)
             engine.step()
             window_loss = window_loss + loss.detach().float()
             tokens, examples, micro = tokens + batch.tokens, examples + batch.rows, micro + 1
+            flops = flops + batch_flops(flop_model, rows, sliced)
             if micro % cfg.grad_accum:
                 continue
             step += 1
@@ -259,9 +273,11 @@ def train_loop(engine, encoded, cfg, total_steps: int, pad_id: int, device, cell
             if step >= total_steps:
                 break
         epoch += 1
-    counts = torch.tensor([tokens, examples], dtype=torch.float64, device=device)
+    counts = torch.tensor([tokens, examples, *astuple(flops)], dtype=torch.float64, device=device)
     dist.all_reduce(counts)
-    return {"steps": step, "curve": curve, "tokens": counts[0].item(), "examples": int(counts[1].item())}
+    tokens, examples, *parts = counts.tolist()
+    return {"steps": step, "curve": curve, "tokens": tokens, "examples": int(examples),
+            "flops": FlopCount(*parts)}  # fmt: skip
 
 
 if __name__ == "__main__":
