@@ -15,6 +15,12 @@ from bench.core.records import Phase
 BITS = (4, 8, 16)
 OPTIMIZERS = ("zero_one_adam", "adamw")
 PRECISIONS = ("bf16", "fp32")
+# Switches of bench's own training loop, for the speed ablation (benchmarks/speed.py); the defaults
+# are bench as shipped. loss_logits: "targets" = the vocabulary projection only at the positions that
+# carry loss, "all" = the model's own `labels=` loss over every position (what the plain Trainer
+# computes). batching: "length_grouped" = batches of similar lengths, "random" = shuffled rows.
+LOSS_LOGITS = ("targets", "all")
+BATCHINGS = ("length_grouped", "random")
 SCORERS = ("finlora", "strict", "finlora2025")
 WEIGHTS = ("pretrained", "random")
 
@@ -51,6 +57,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     var_freeze_step: int | None = None  # 0/1 Adam; None = bench's min(1000, total steps / 4)
     method: str = "lora"  # lora | dora | rslora (bench.core.methods)
+    loss_logits: str = "targets"  # targets | all (LOSS_LOGITS)
+    batching: str = "length_grouped"  # length_grouped | random (BATCHINGS)
 
 
 @dataclass(frozen=True)
@@ -68,7 +76,10 @@ class EvalConfig:
 
 
 LATER_EVAL_FIELDS = {"protocol": "bench", "seed": None}
-LATER_TRAIN_FIELDS = {"weight_decay": 0.0, "var_freeze_step": None, "method": "lora"}
+LATER_TRAIN_FIELDS = {
+    "weight_decay": 0.0, "var_freeze_step": None, "method": "lora",
+    "loss_logits": "targets", "batching": "length_grouped",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)

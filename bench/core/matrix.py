@@ -30,7 +30,9 @@ import yaml
 
 from bench.core.catalog import TRAINING_SETS
 from bench.core.cell import (
+    BATCHINGS,
     BITS,
+    LOSS_LOGITS,
     OPTIMIZERS,
     PRECISIONS,
     SCORERS,
@@ -347,6 +349,10 @@ def _validated_train(ctx: _Context, config: TrainConfig, values: dict) -> TrainC
     if config.precision not in PRECISIONS:
         ctx.fail("train.precision", f"{config.precision!r} is not one of {', '.join(PRECISIONS)}")
     _check_method(ctx, "train.method", config.method)
+    if config.loss_logits not in LOSS_LOGITS:
+        ctx.fail("train.loss_logits", f"{config.loss_logits!r} is not one of {', '.join(LOSS_LOGITS)}")
+    if config.batching not in BATCHINGS:
+        ctx.fail("train.batching", f"{config.batching!r} is not one of {', '.join(BATCHINGS)}")
     if config.zero_stage not in (0, 1, 2, 3):
         ctx.fail("train.zero_stage", "must be 0, 1, 2 or 3")
     if config.optimizer == "zero_one_adam" and config.zero_stage > 0:

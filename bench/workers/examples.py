@@ -123,6 +123,19 @@ def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, world
     return batches[:usable]
 
 
+def random_batches(lengths: list[int], batch_size: int, seed: int, world: int) -> list[list[int]]:
+    """Shuffled batches without regard to length (`train.batching: random`, the ablation's control);
+    a multiple of `world`, and the last short batch dropped, as length_grouped_batches keeps."""
+    order = list(range(len(lengths)))
+    random.Random(seed).shuffle(order)
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    usable = len(batches) - len(batches) % world
+    return batches[:usable]
+
+
+BATCHERS = {"length_grouped": length_grouped_batches, "random": random_batches}
+
+
 def collate(examples: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad to the longest example of this batch, not to a fixed length."""
     width = max(len(e.input_ids) for e in examples)

@@ -34,9 +34,9 @@ from bench.models.loading import (
 from bench.models.random_weights import NOTE as RANDOM_NOTE
 from bench.workers import faults
 from bench.workers.examples import (
+    BATCHERS,
     encode_rows,
     keeps_logits,
-    length_grouped_batches,
     make_batch,
     target_loss,
     training_rows,
@@ -214,6 +214,8 @@ def train_cell(cell, cell_dir, data_dir) -> Outcome:
         adapter_bytes=directory_bytes(adapter_dir),
         **flops,
         memory=memory,
+        step_s=stats["step_s"],
+        step_tokens=stats["step_tokens"],
     )
     notes = [f"optimizer fallback: AdamW instead of 0/1 Adam ({fallback})"] if fallback else []
     if cell.model.weights == "random":
@@ -230,12 +232,17 @@ def train_loop(
 ) -> dict:
     """The optimizer steps. No device sync per step: tokens are counted on the host and the losses are
     reduced across ranks only at report points (10 a run), so the host runs ahead and prepares the
-    next batch while the device computes (profile: the per-step .item() and all_reduce)."""
+    next batch while the device computes (profile: the per-step .item() and all_reduce). So on a GPU
+    the per-step host times (step_s) are the host's pace, the device's only on average.
+
+    cfg.loss_logits and cfg.batching switch off bench's two levers for the speed ablation."""
     rank, world = dist.get_rank(), dist.get_world_size()
     lengths = [len(e.input_ids) for e in encoded]
-    sliced = keeps_logits(engine.module)
+    sliced = cfg.loss_logits == "targets" and keeps_logits(engine.module)
+    batcher = BATCHERS[cfg.batching]
     curve, pending, step, epoch, micro, tokens, examples = [], [], 0, 0, 0, 0, 0
     flops = FlopCount()  # counted on the host from the batches' lengths, like the tokens
+    step_s, step_tokens, step_start, tokens_at_step = [], [], time.perf_counter(), 0
     window_loss = torch.zeros((), device=device)
     report_every = max(1, total_steps // 10)
     started = time.monotonic()
@@ -243,7 +250,7 @@ def train_loop(
         event(cell_id, "train", 0, total_steps)  # the bar starts now, so its rate counts steps only
     engine.train()
     while step < total_steps:
-        batches = length_grouped_batches(lengths, cfg.batch_per_gpu, cfg.seed + epoch, world)
+        batches = batcher(lengths, cfg.batch_per_gpu, cfg.seed + epoch, world)
         for indices in batches[rank::world]:
             rows = [encoded[i] for i in indices]
             batch = make_batch(rows, pad_id, device)
@@ -256,6 +263,10 @@ def train_loop(
             if micro % cfg.grad_accum:
                 continue
             step += 1
+            now = time.perf_counter()
+            step_s.append(round(now - step_start, 4))
+            step_tokens.append(tokens - tokens_at_step)  # this rank's real tokens
+            step_start, tokens_at_step = now, tokens
             pending.append(window_loss / cfg.grad_accum)
             window_loss = torch.zeros((), device=device)
             if step % report_every == 0 or step == total_steps:
@@ -276,8 +287,10 @@ def train_loop(
     counts = torch.tensor([tokens, examples, *astuple(flops)], dtype=torch.float64, device=device)
     dist.all_reduce(counts)
     tokens, examples, *parts = counts.tolist()
-    return {"steps": step, "curve": curve, "tokens": tokens, "examples": int(examples),
-            "flops": FlopCount(*parts)}  # fmt: skip
+    return {
+        "steps": step, "curve": curve, "tokens": tokens, "examples": int(examples),
+        "flops": FlopCount(*parts), "step_s": step_s, "step_tokens": step_tokens,
+    }  # fmt: skip
 
 
 if __name__ == "__main__":
