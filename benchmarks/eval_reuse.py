@@ -1,5 +1,6 @@
 """A matrix's evaluations end to end, loading included: N adapters plus the base row, evaluated
-(1) by the paper's loop, one process per adapter as its scripts run (benchmarks/paper_eval.py),
+(1) by the paper's loop, one process per adapter as its scripts run (benchmarks/paper_eval.py), at
+the same batch size as bench (so the ratio isolates loading the base once, not the batch),
 (2) by bench's evaluation worker, one per cell, each loading the base, and
 (3) by one bench worker that loads the base once and swaps the adapters on it, as bench's runner does
 for consecutive evaluations on one base.
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,6 +27,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # run as a script: the sibling module
+import measured  # noqa: E402
 from score_check import score_check  # noqa: E402
 
 
@@ -39,10 +40,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=4, help="training steps per adapter (untimed)")
     p.add_argument("--eval-bits", type=int, default=8, choices=(4, 8, 16))
     p.add_argument("--limit", type=int, default=48, help="test rows per cell")
-    p.add_argument("--batch", type=int, default=16, help="evaluation batch size")
+    p.add_argument("--batch", type=int, default=16, help="evaluation batch size, the same on every side")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2, help="torch threads of every worker")
-    p.add_argument("--out", type=Path, default=HERE / "results.jsonl")
+    p.add_argument("--out", type=Path, default=measured.RESULTS, help="JSON lines, appended (committed)")
     args = p.parse_args(argv)
     if args.data_dir is None:
         p.error("give --data-dir or set BENCH_DATA")
@@ -112,7 +113,8 @@ def main(argv=None) -> int:
             command = [
                 sys.executable, str(HERE / "paper_eval.py"), "--model", source, *adapter,
                 "--data-dir", str(args.data_dir), "--task", args.task, "--bits", str(args.eval_bits),
-                "--limit", str(args.limit), "--batch", "8", "--max-new-tokens", "10", "--out", str(out),
+                "--limit", str(args.limit), "--batch", str(args.batch), "--max-new-tokens", "10",
+                "--out", str(out),
             ]  # fmt: skip
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode:
@@ -185,7 +187,7 @@ def main(argv=None) -> int:
     record = {
         "benchmark": "eval_reuse",
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "host": platform.node(),
+        "host": measured.host_facts(args.threads),
         "args": {k: str(v) for k, v in vars(args).items()},
         "medians": med,
         "ratios": ratios,
@@ -193,9 +195,7 @@ def main(argv=None) -> int:
         "identical": identical,
         "scores_identical_to_paper": same_scores,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "a") as fh:
-        fh.write(json.dumps(record) + "\n")
+    measured.append(record, args.out)
     return 0 if identical and same_scores else 1
 
 

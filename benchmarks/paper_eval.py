@@ -5,6 +5,11 @@ Test rows in dataset order, batches of 8, the tokenizer padding each batch (left
 `model.generate` (greedy, max_new_tokens), every full sequence decoded, and the answer split off after
 "Answer: ". The model is the base quantized to --bits with bitsandbytes plus the LoRA adapter.
 
+Two of bench's evaluation levers can be switched on here one at a time, so that benchmarks/speed.py
+measures each on its own against this loop: --sort-by-length (batches of similar prompt lengths, as
+lm-eval orders them; outputs go back to file order) and --stop-early (bench's AnswersComplete stopping
+rule: a batch stops once every row has ended or finished its first non-empty line, the part scored).
+
     python benchmarks/paper_eval.py --model DIR --adapter DIR --task fpb --limit 96 --out result.json
 """
 
@@ -28,6 +33,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=None, help="first N test rows")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=10)
+    p.add_argument("--sort-by-length", action="store_true", help="lever: batches of similar lengths")
+    p.add_argument("--stop-early", action="store_true", help="lever: bench's stop on complete answers")
     p.add_argument("--out", type=Path, required=True, help="JSON result file (outputs included)")
     return p.parse_args(argv)
 
@@ -63,21 +70,40 @@ def test_rows(args) -> list[dict]:
 
 
 @torch.no_grad()
-def generate_answers(model, tokenizer, contexts: list[str], batch: int, max_new: int) -> list[str]:
-    answers = []
-    for start in range(0, len(contexts), batch):
+def generate_answers(
+    model, tokenizer, contexts: list[str], batch: int, max_new: int, sort: bool = False, stop: bool = False
+) -> list[str]:
+    order = list(range(len(contexts)))
+    if sort:  # longest first, as lm-eval's Collator: the first batch shows the peak memory
+        lengths = [len(ids) for ids in tokenizer(contexts).input_ids]
+        order.sort(key=lambda i: -lengths[i])
+    answers = [None] * len(contexts)
+    for start in range(0, len(order), batch):
+        rows = order[start : start + batch]
         tokens = tokenizer(
-            contexts[start : start + batch], return_tensors="pt", padding=True, return_token_type_ids=False
+            [contexts[i] for i in rows], return_tensors="pt", padding=True, return_token_type_ids=False
         ).to(model.device)
+        criteria = None
+        if stop:
+            from transformers import StoppingCriteriaList
+
+            from bench.workers.lm import AnswersComplete
+
+            width = tokens["input_ids"].shape[1]
+            criteria = StoppingCriteriaList(
+                [AnswersComplete(tokenizer, width, len(rows), [tokenizer.eos_token_id])]
+            )
         res = model.generate(
             **tokens,
             max_new_tokens=max_new,
             do_sample=False,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
+            stopping_criteria=criteria,
         )
         sentences = [tokenizer.decode(r, skip_special_tokens=True) for r in res]
-        answers += [s.split("Answer: ")[1] for s in sentences]
+        for i, sentence in zip(rows, sentences, strict=True):
+            answers[i] = sentence.split("Answer: ")[1]
     return answers
 
 
@@ -89,7 +115,9 @@ def main(argv=None) -> int:
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     sync()
     t0 = time.perf_counter()
-    answers = generate_answers(model, tokenizer, contexts, args.batch, args.max_new_tokens)
+    answers = generate_answers(
+        model, tokenizer, contexts, args.batch, args.max_new_tokens, args.sort_by_length, args.stop_early
+    )
     sync()
     seconds = time.perf_counter() - t0
     out = {
@@ -98,6 +126,8 @@ def main(argv=None) -> int:
         "examples_per_s": round(len(rows) / seconds, 3),
         "batch": args.batch,
         "max_new_tokens": args.max_new_tokens,
+        "sort_by_length": args.sort_by_length,
+        "stop_early": args.stop_early,
         "torch_threads": torch.get_num_threads(),
         "outputs": answers,
         "targets": [r["target"] for r in rows],

@@ -1,19 +1,28 @@
-"""Side-by-side speed of bench's training and evaluation paths against the plain scripts most people write.
+"""Where bench's speed comes from: training and evaluation beside the plain scripts, lever by lever.
 
-(a) training: bench's real worker (bench.orchestration.launch.Launcher on a one-cell matrix:
-torchrun + DeepSpeed engine, length-grouped batches) against bench.workers.plain (HF Trainer +
-peft QLoRA), with the same model, quantization, LoRA config, examples, batch size, steps
-and lr; tokens/s counts the real (non-pad) prompt + target tokens. (b) evaluation: bench's eval
-worker (lm-eval, batches by length, the stop rules of tasks/, only new tokens decoded) against
-benchmarks/paper_eval.py (the paper's loop), on
-the same adapter and rows; both must give identical bench.core.scoring scores.
+Training (same model, quantization, LoRA, rows and their seeded order source, lr, steps, warm-up shape
+(constant lr), precision and torch threads on every side):
+  bench               bench's worker as shipped: logits only at the loss positions, length-grouped batches
+  bench_all_logits    the same worker with train.loss_logits: all (the model's own full-vocabulary loss)
+  bench_random        the same worker with train.batching: random (shuffled rows, padded to the longest)
+  plain_grouped       HF Trainer + peft, train_sampling_strategy="group_by_length", pad to longest
+  plain_random        HF Trainer + peft, its random sampler, pad to longest
+Each run's per-step wall times and real tokens come back; tokens/s counts the steps after --warmup.
 
-Every side runs in its own subprocess with the same torch threads; sides alternate order between
-repetitions; the table shows medians. One JSON line per run goes to --out.
+Evaluation (the same adapter and test rows; every side must score identically, bench.core.scoring):
+  paper_b{B}          the paper's loop (benchmarks/paper_eval.py): file order, full decode, batch B
+  paper_b{B}_sorted   the paper's loop with one lever: batches sorted by prompt length
+  paper_b{B}_stop     the paper's loop with one lever: bench's early stop on complete answers
+  bench_b{B}          bench's evaluation worker (lm-eval; all its levers) at the same batch B
+  bench_b{L}          bench's worker at the larger batch L (--eval-large-batch)
+One loaded base for several adapters is measured by benchmarks/eval_reuse.py.
 
-    BENCH_DATA=../shared/data .venv/bin/python benchmarks/speed.py --repeats 5
-    .venv/bin/python benchmarks/speed.py --arch medium      # a bigger random Llama (compute-bound)
-    .venv/bin/python benchmarks/speed.py --model /path/to/checkpoint --eval-batch 8,32
+Sides alternate order between repetitions (ABC, CBA, ...). Every run appends one JSON line with the
+host's facts to the committed benchmarks/measured/speed.jsonl; `python benchmarks/tables.py` renders
+the latest run as the Markdown table the README quotes.
+
+    BENCH_DATA=../shared/data .venv/bin/python benchmarks/speed.py          # SmolLM2-135M, both phases
+    .venv/bin/python benchmarks/speed.py --phase train --repeats 5 --steps 30
 """
 
 from __future__ import annotations
@@ -22,110 +31,85 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # run as a script: the sibling module
+sys.path.insert(0, str(HERE))  # run as a script: the sibling modules
+import measured  # noqa: E402
 from score_check import score_check  # noqa: E402
-from tables import medians, report  # noqa: E402
 
-# Bigger random Llamas for CPUs, where the tiny model is too small for padding to cost much.
-ARCHS = {  # hidden, intermediate, layers, heads
-    "small": (256, 688, 4, 4),
-    "medium": (512, 1376, 4, 8),
+BENCH_SIDES = {  # side -> train settings beside the matrix defaults
+    "bench": {},
+    "bench_all_logits": {"loss_logits": "all"},
+    "bench_random": {"batching": "random"},
 }
+PLAIN_SIDES = {"plain_grouped": "group_by_length", "plain_random": "random"}
+TRAIN_SIDES = (*BENCH_SIDES, *PLAIN_SIDES)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="tiny", help="'tiny' (bench.models.tiny) or a local model directory")
-    p.add_argument("--arch", choices=sorted(ARCHS), help="instead of --model: a random Llama of this size")
+    p.add_argument("--model", default="smollm2-135m-instruct", help="packaged name, 'tiny' or a directory")
     p.add_argument("--data-dir", type=Path, default=os.environ.get("BENCH_DATA"))
     p.add_argument("--task", default="fpb")
+    p.add_argument("--phase", choices=("train", "eval", "both"), default="both")
     p.add_argument("--bits", type=int, default=4, choices=(4, 8, 16))
     p.add_argument("--rank", type=int, default=4)
-    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--warmup", type=int, default=2, help="first steps of every run left out of tokens/s")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--train-limit", type=int, default=320)
     p.add_argument("--max-seq-len", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--plain-padding", default="longest", help="comma list of: longest, max_length")
-    p.add_argument("--eval-limit", type=int, default=240)
-    p.add_argument("--eval-batch", default="8", help="bench's eval batch sizes, a comma list (e.g. 8,32)")
-    p.add_argument("--paper-batch", type=int, default=8)
+    p.add_argument("--train-sides", default=",".join(TRAIN_SIDES), help="comma list of the sides above")
+    p.add_argument("--eval-limit", type=int, default=64, help="test rows (FPB has 1212); 0 = all")
+    p.add_argument("--eval-batch", type=int, default=8, help="the batch of the like-for-like comparison")
+    p.add_argument("--eval-large-batch", type=int, default=32, help="bench's larger batch (0: skip)")
     p.add_argument("--eval-bits", type=int, default=8, choices=(4, 8, 16))
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3, help="training repetitions")
+    p.add_argument("--eval-repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=2, help="torch threads, the same for every side")
-    p.add_argument("--only", choices=("train", "eval"), help="measure one phase (eval still trains once)")
     p.add_argument("--work", type=Path, help="keep cells and logs here (default: a temp dir)")
-    p.add_argument("--out", type=Path, default=HERE / "results.jsonl")
+    p.add_argument("--out", type=Path, default=measured.RESULTS, help="JSON lines, appended")
     args = p.parse_args(argv)
     if args.data_dir is None:
         p.error("give --data-dir or set BENCH_DATA")
     args.data_dir = Path(args.data_dir).resolve()
-    args.eval_batches = [int(b) for b in args.eval_batch.split(",")]
+    args.train_sides = args.train_sides.split(",")
+    unknown = set(args.train_sides) - set(TRAIN_SIDES)
+    if unknown:
+        p.error(f"unknown train sides {sorted(unknown)}; use {', '.join(TRAIN_SIDES)}")
     return args
 
 
-def model_entry(args, work: Path) -> dict:
-    if not args.arch:
-        return {"source": args.model if args.model == "tiny" else str(Path(args.model).resolve())}
-    arch = work / f"arch-{args.arch}"  # a config.json only: bench's `weights: random` builds the rest
-    arch.mkdir(parents=True, exist_ok=True)
-    hidden, intermediate, layers, heads = ARCHS[args.arch]
-    config = {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 8192,
-        "hidden_size": hidden, "intermediate_size": intermediate, "num_hidden_layers": layers,
-        "num_attention_heads": heads, "num_key_value_heads": heads // 2,
-        "max_position_embeddings": 4096, "tie_word_embeddings": False,
-    }  # fmt: skip
-    (arch / "config.json").write_text(json.dumps(config))
-    return {"source": str(arch), "weights": "random"}
-
-
-def speed_cells(args, work: Path) -> list:
-    """One cell per bench eval batch size (the batch size is part of a cell); the first one trains."""
+def cell_for(args, work: Path, train: dict, eval_batch: int):
     from bench.core.matrix import parse
 
+    source = args.model if not Path(args.model).exists() else str(Path(args.model).resolve())
     raw = {
         "name": "speed",
-        "models": {"m": model_entry(args, work)},
-        "axes": {
-            "model": ["m"],
-            "quant": [{"bits": args.bits, "rank": args.rank}],
-            "task": [args.task],
-            "gpus": [1],
-            "eval_bits": [args.eval_bits],
-        },
-        "train": {
-            "max_steps": args.steps,
-            "train_limit": args.train_limit,
-            "batch_per_gpu": args.batch,
-            "max_seq_len": args.max_seq_len,
-            "lr": args.lr,
-            "optimizer": "adamw",
-        },
-        "eval": {"limit": args.eval_limit, "batch_size": args.eval_batches[0], "bootstrap": 0},
-    }
+        "models": {"m": {"source": source}},
+        "axes": {"model": ["m"], "quant": [{"bits": args.bits, "rank": args.rank}], "task": [args.task],
+                 "gpus": [1], "eval_bits": [args.eval_bits]},
+        "train": {"max_steps": args.steps, "train_limit": args.train_limit, "batch_per_gpu": args.batch,
+                  "max_seq_len": args.max_seq_len, "lr": args.lr, "optimizer": "adamw", **train},
+        "eval": {"limit": args.eval_limit or None, "batch_size": eval_batch, "bootstrap": 0},
+    }  # fmt: skip
     (cell,) = parse(raw, work / "speed.yaml").cells
-    return [
-        dataclasses.replace(cell, eval=dataclasses.replace(cell.eval, batch_size=b))
-        for b in args.eval_batches
-    ]
+    return cell
 
 
-def bench_phase(launcher, cell, phase: str) -> dict:
+def bench_step(launcher, cell, phase: str) -> dict:
     from bench.orchestration.runner import Step
 
     record = launcher(Step(cell, phase))
     if record.status != "ok":
-        raise SystemExit(f"bench {phase} failed: {record.error}\n{record.log_tail}")
+        raise SystemExit(f"bench {phase} ({cell.id}) failed: {record.error}\n{record.log_tail}")
     return record.metrics
 
 
@@ -143,108 +127,135 @@ def flags(**values) -> list[str]:
     return [item for k, v in values.items() for item in (f"--{k.replace('_', '-')}", str(v))]
 
 
-def in_turn(runs: list, rep: int) -> dict:
-    """Run every side; who goes first alternates between repetitions (caches, thermal, neighbours)."""
-    return {name: run() for name, run in (runs if rep % 2 == 0 else runs[::-1])}
-
-
-def train_round(args, launcher, cell, source: str, work: Path, rep: int) -> dict:
+def train_runs(args, launcher, source: str, work: Path) -> list[tuple[str, object]]:
+    shipped = cell_for(args, work, {}, args.eval_batch)
     common = flags(
         model=source, data_dir=args.data_dir, task=args.task, bits=args.bits, rank=args.rank,
-        batch=args.batch, steps=args.steps, lr=args.lr, max_seq_len=args.max_seq_len,
-        train_limit=args.train_limit, seed=cell.train.seed,
+        alpha=shipped.train.lora_alpha, dropout=shipped.train.lora_dropout, batch=args.batch,
+        steps=args.steps, lr=args.lr, max_seq_len=args.max_seq_len, train_limit=args.train_limit,
+        seed=shipped.train.seed, precision=shipped.train.precision,
     )  # fmt: skip
-    runs = [("bench", lambda: bench_phase(launcher, cell, "train"))]
-    for pad in args.plain_padding.split(","):
-        plain = lambda pad=pad: script("bench.workers.plain", work / "plain.json", *common, "--padding", pad)  # noqa: E731
-        runs.append((f"plain_{pad}", plain))
-    done = in_turn(runs, rep)
-    keys = ("train_s", "tokens_per_s", "examples_per_s")
-    return {name: {k: m[k] for k in keys} for name, m in done.items()}
+    runs = []
+    for side in args.train_sides:
+        if side in BENCH_SIDES:
+            cell = cell_for(args, work, BENCH_SIDES[side], args.eval_batch)
+            runs.append((side, lambda cell=cell: bench_step(launcher, cell, "train")))
+        else:
+            extra = ["--sampling", PLAIN_SIDES[side]]
+            runs.append(
+                (side, lambda e=extra: script("bench.workers.plain", work / "plain.json", *common, *e))
+            )
+    return runs
 
 
-def eval_round(args, launcher, cells: list, source: str, work: Path, rep: int) -> tuple[dict, list]:
+def write(args, run_id, phase, side, rep, m, line, host, settings) -> None:
+    measured.append({
+        "benchmark": "speed", "run_id": run_id, "phase": phase, "side": side, "rep": rep,
+        "position": m["position"], "wall_s": m["wall_s"], **line, "settings": settings,
+        "host": {**host, "load_avg_1m": m["load_avg_1m"]},
+    }, args.out)  # fmt: skip
+    shown = {k: line[k] for k in ("tokens_per_s", "examples_per_s") if k in line}
+    print(f"{phase} rep {rep + 1} {side}: {json.dumps(shown)}", flush=True)
+
+
+def train_line(m: dict, warmup: int) -> dict:
+    return {
+        "tokens_per_s": measured.steady_rate(m["step_s"], m["step_tokens"], warmup),
+        "tokens_per_s_all_steps": m["tokens_per_s"], "train_s": m["train_s"], "steps": m["steps"],
+        "warmup_steps": warmup, "step_s": m["step_s"], "step_tokens": m["step_tokens"],
+        "step_width": m.get("step_width"), "loss_first": m.get("train_loss_first"),
+        "loss_last": m.get("train_loss_last"), "precision": m.get("precision"),
+        "sampling": m.get("sampling"),
+    }  # fmt: skip
+
+
+def eval_runs(args, launcher, source: str, work: Path) -> list[tuple[str, object]]:
     from bench.orchestration.runner import Step
 
-    dirs = [launcher.cell_dir(Step(c, "eval")) for c in cells]
-    for d in dirs[1:]:  # the same adapter under every eval batch size
-        shutil.copytree(dirs[0] / "adapter", d / "adapter", dirs_exist_ok=True)
-    paper_args = flags(
-        model=source, adapter=dirs[0] / "adapter", data_dir=args.data_dir, task=args.task,
-        bits=args.eval_bits, limit=args.eval_limit, batch=args.paper_batch,
-        max_new_tokens=cells[0].eval.max_new_tokens or 10,
-    )  # fmt: skip
-    runs = [(f"bench_b{c.eval.batch_size}", lambda c=c: bench_phase(launcher, c, "eval")) for c in cells]
-    runs.append(
-        (f"paper_b{args.paper_batch}", lambda: script("paper_eval.py", work / "paper.json", *paper_args))
-    )
-    done = in_turn(runs, rep)
-    paper = done[f"paper_b{args.paper_batch}"]
-    checks = [
-        {"bench_batch": c.eval.batch_size, **score_check(args.task, d / f"samples_{args.task}.jsonl", paper)}
-        for c, d in zip(cells, dirs, strict=True)
+    shipped = cell_for(args, work, {}, args.eval_batch)
+    adapter = launcher.cell_dir(Step(shipped, "eval")) / "adapter"
+    if not adapter.exists():
+        bench_step(launcher, shipped, "train")  # untimed: the adapter every side evaluates
+    b, big = args.eval_batch, args.eval_large_batch
+    paper = flags(
+        model=source, adapter=adapter, data_dir=args.data_dir, task=args.task, bits=args.eval_bits,
+        batch=b, max_new_tokens=shipped.eval.max_new_tokens or 10,
+    ) + (flags(limit=args.eval_limit) if args.eval_limit else [])  # fmt: skip
+    runs = [
+        (f"paper_b{b}", lambda: script("paper_eval.py", work / "paper.json", *paper)),
+        (
+            f"paper_b{b}_sorted",
+            lambda: script("paper_eval.py", work / "paper.json", *paper, "--sort-by-length"),
+        ),
+        (f"paper_b{b}_stop", lambda: script("paper_eval.py", work / "paper.json", *paper, "--stop-early")),
     ]
-    return {name: {k: m[k] for k in ("eval_s", "examples_per_s")} for name, m in done.items()}, checks
+    for batch in [b] + ([big] if big else []):
+        cell = dataclasses.replace(shipped, eval=dataclasses.replace(shipped.eval, batch_size=batch))
+        cell_dir = launcher.cell_dir(Step(cell, "eval"))
+        if cell.key != shipped.key:  # the same adapter under every batch size
+            (cell_dir / "adapter").parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["cp", "-r", str(adapter), str(cell_dir)], check=True)
+        runs.append(
+            (f"bench_b{batch}", lambda c=cell, d=cell_dir: {**bench_step(launcher, c, "eval"), "dir": d})
+        )
+    return runs
+
+
+def eval_lines(args, done: dict) -> dict:
+    """Per side its line; each paper side's outputs scored against bench's at the same batch, and
+    bench's larger batch against the plain paper loop: all must give identical scores."""
+    b = args.eval_batch
+    bench_samples = done[f"bench_b{b}"]["dir"] / f"samples_{args.task}.jsonl"
+    lines = {}
+    for side, m in done.items():
+        line = {"eval_s": m["eval_s"], "examples": m["examples"], "examples_per_s": m["examples_per_s"]}
+        if side.startswith("paper"):
+            line["score_check"] = score_check(args.task, bench_samples, m)
+        elif side != f"bench_b{b}":
+            line["score_check"] = score_check(
+                args.task, m["dir"] / f"samples_{args.task}.jsonl", done[f"paper_b{b}"]
+            )
+        lines[side] = line
+    return lines
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    # Every side, bench's workers included, inherits these: the same threads for all.
     os.environ.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    os.environ.setdefault("BENCH_CACHE", str(Path(tempfile.gettempdir()) / "bench-speed-cache"))
-    import torch
-
+    from bench.core.cell import ModelSpec
     from bench.models.loading import resolve_source
     from bench.orchestration.launch import Launcher
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-speed-"))
-    cells = speed_cells(args, work)
-    source = resolve_source(cells[0].model, args.data_dir)  # builds tiny / random weights once, untimed
+    source = resolve_source(ModelSpec(name="m", source=args.model), args.data_dir)  # built once, untimed
     launcher = Launcher(work / "results", args.data_dir, "speed", echo=False)
-    train_rounds, eval_rounds, checks = [], [], []
-    for rep in range(args.repeats):
-        if args.only != "eval" or rep == 0:  # evaluation needs one trained adapter
-            sides = train_round(args, launcher, cells[0], source, work, rep)
-            train_rounds += [sides] if args.only != "eval" else []
-        if args.only != "train":
-            sides, rep_checks = eval_round(args, launcher, cells, source, work, rep)
-            eval_rounds.append(sides)
-            checks += rep_checks
-        print(f"repetition {rep + 1}/{args.repeats} done", flush=True)
-    train, evals = medians(train_rounds), medians(eval_rounds)
-    lines, ratios = report(train_rounds, eval_rounds)
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu x{os.cpu_count()}"
-    print(
-        f"\nmedians of {args.repeats} repetitions: model {cells[0].model.source} ({cells[0].model.weights}), "
-        f"{args.bits}-bit r{args.rank}, {args.task}, {args.steps} steps x batch {args.batch}, "
-        f"eval {args.eval_limit} rows at {args.eval_bits}-bit, torch threads {args.threads}, {device}"
-    )
-    print("\n".join(lines))
-    identical = all(c["scores_identical"] for c in checks)
-    if checks:
-        last = checks[-1]
-        print(
-            f"scores identical (bench.core.scoring, both scorers) on the same {last['rows']} rows,"
-            f" every batch size and repetition: {identical}; {last['scores']};"
-            f" raw generations equal {last['raw_equal']}/{last['rows']}"
-        )
-    record = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "args": {k: str(v) for k, v in vars(args).items()},
-        "host": platform.node(),
-        "device": device,
-        "torch": torch.__version__,
-        "train": train,
-        "eval": evals,
-        "ratios": ratios,
-        "scores_identical": identical,
-        "score_checks": checks,
-        "rounds": {"train": train_rounds, "eval": eval_rounds},
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "a") as fh:
-        fh.write(json.dumps(record) + "\n")
-    return 0 if identical else 1
+    run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    host = measured.host_facts(args.threads)
+    settings = {k: str(v) for k, v in vars(args).items() if k not in ("work", "out", "data_dir")}
+    phases = {"train": train_runs, "eval": eval_runs}
+    chosen = ["train", "eval"] if args.phase == "both" else [args.phase]
+    same_scores = True
+    for phase in chosen:
+        runs = phases[phase](args, launcher, source, work)
+        repeats = args.repeats if phase == "train" else args.eval_repeats
+        for rep in range(repeats):
+            done, order = {}, runs if rep % 2 == 0 else runs[::-1]
+            for position, (side, run) in enumerate(order):
+                t0 = time.monotonic()
+                done[side] = {**run(), "position": position, "wall_s": round(time.monotonic() - t0, 2),
+                              "load_avg_1m": measured.load_avg()}  # fmt: skip
+                if phase == "train":  # appended at once: an interrupted run keeps what it finished
+                    line = train_line(done[side], args.warmup)
+                    write(args, run_id, phase, side, rep, done[side], line, host, settings)
+            if phase == "eval":  # after the rep: the score checks need every side's outputs
+                for side, line in eval_lines(args, done).items():
+                    same_scores &= line.get("score_check", {}).get("scores_identical", True)
+                    write(args, run_id, phase, side, rep, done[side], line, host, settings)
+    print(f"\nrun {run_id} appended to {args.out}\n")
+    import tables
+
+    print(tables.render(measured.read(args.out), run_id))
+    return 0 if same_scores else 1
 
 
 if __name__ == "__main__":

@@ -1,67 +1,134 @@
-"""The medians table and the bench / baseline ratios that benchmarks/speed.py prints."""
+"""The committed speed results (benchmarks/measured/speed.jsonl) as the Markdown tables the README quotes.
+
+Per side: the median over repetitions of its steady throughput (training: real tokens/s over the steps
+after the warm-up; evaluation: examples/s) with the min–max over repetitions, and the ratio to the
+reference side computed per repetition (both ran back to back in it), median [min–max].
+
+    python benchmarks/tables.py                 # the latest run in the file
+    python benchmarks/tables.py --run RUN_ID --file other.jsonl
+"""
 
 from __future__ import annotations
 
-import statistics
+import argparse
+import sys
+from pathlib import Path
 
-GOALS = {"train_tokens_per_s": 1.5, "eval_examples_per_s": 3.0}  # issue 7's goals, as ratios to baseline
-
-
-def medians(rounds: list[dict]) -> dict | None:
-    if not rounds:
-        return None
-    return {
-        s: {k: round(statistics.median(r[s][k] for r in rounds), 3) for k in rounds[0][s]} for s in rounds[0]
-    }
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import measured  # noqa: E402
 
 LABELS = {
-    "bench": "bench (DeepSpeed worker)",
-    "plain_longest": "plain Trainer, pad to longest",
-    "plain_max_length": "plain Trainer, pad to max_length",
+    "bench": "bench as shipped (loss-position logits, length-grouped batches)",
+    "bench_all_logits": "bench, logits at every position (`train.loss_logits: all`)",
+    "bench_random": "bench, shuffled batches (`train.batching: random`)",
+    "plain_grouped": "HF Trainer + peft, `group_by_length`, pad to longest",
+    "plain_random": "HF Trainer + peft, random sampler, pad to longest",
 }
 
 
 def label(side: str) -> str:
-    if side.startswith("bench_b"):
-        return f"bench lm-eval, batch {side[7:]}"
-    return f"paper loop, batch {side[7:]}" if side.startswith("paper_b") else LABELS[side]
+    if side in LABELS:
+        return LABELS[side]
+    if side.startswith("paper_b"):
+        batch, _, lever = side[7:].partition("_")
+        extra = {"": "", "sorted": " + length-sorted batches", "stop": " + bench's early stop"}[lever]
+        return f"paper's loop, batch {batch}{extra}"
+    return f"bench (lm-eval worker, every lever), batch {side[7:]}"
 
 
-def pairs(train: dict | None, evals: dict | None) -> list[tuple[str, str, str]]:
-    """(phase and metric, bench side, baseline side) for every ratio to show."""
-    out = [
-        (f"train_{k}", "bench", s)
-        for s in train or {}
-        if s != "bench"
-        for k in ("tokens_per_s", "examples_per_s")
+def fmt(stats: dict, digits: int = 1) -> str:
+    if not stats["n"]:
+        return "–"
+    return f"{stats['median']:.{digits}f} [{stats['low']:.{digits}f}–{stats['high']:.{digits}f}]"
+
+
+def per_rep_ratios(rows: list[dict], side: str, ref: str, key: str, invert: bool) -> list[float]:
+    """side / ref (or ref / side with invert) for every repetition that has both."""
+    by_rep = {}
+    for r in rows:
+        by_rep.setdefault(r["rep"], {})[r["side"]] = r.get(key)
+    out = []
+    for sides in by_rep.values():
+        a, b = sides.get(side), sides.get(ref)
+        if a and b:
+            out.append(round(b / a if invert else a / b, 3))
+    return out
+
+
+def table(rows: list[dict], key: str, unit: str, ref: str, ratio_name: str, invert: bool) -> list[str]:
+    sides = list(dict.fromkeys(r["side"] for r in sorted(rows, key=lambda r: (r["rep"], r["position"]))))
+    if ref in sides:  # the reference first, then the others in the order they ran in the first repetition
+        sides = [ref] + [s for s in sides if s != ref]
+    lines = [
+        f"| side | {unit} median [min–max] | {ratio_name} median [min–max] | reps |",
+        "|---|---|---|---|",
     ]
-    paper = next((s for s in evals or {} if s.startswith("paper")), None)
-    return out + [("eval_examples_per_s", s, paper) for s in evals or {} if s.startswith("bench")]
+    for side in sides:
+        values = measured.median_interval([r.get(key) for r in rows if r["side"] == side])
+        ratios = measured.median_interval(per_rep_ratios(rows, side, ref, key, invert))
+        ratio = "1 (reference)" if side == ref else fmt(ratios, 2) + "×"
+        lines.append(f"| {label(side)} | {fmt(values)} | {ratio} | {values['n']} |")
+    return lines
 
 
-def report(train_rounds: list[dict], eval_rounds: list[dict]) -> tuple[list[str], dict]:
-    """The medians table, then each ratio twice: of the medians, and per repetition (both sides of a
-    repetition ran back to back, so their ratio shrugs off load that drifts between repetitions)."""
-    train, evals = medians(train_rounds), medians(eval_rounds)
-    lines = [f"{'phase':6} {'path':32} {'tokens/s':>10} {'examples/s':>11} {'seconds':>8}"]
-    for phase, sides in (("train", train or {}), ("eval", evals or {})):
-        for side, m in sides.items():
-            tok = f"{m['tokens_per_s']:10.1f}" if "tokens_per_s" in m else " " * 10
-            secs = m.get("train_s", m.get("eval_s"))
-            lines.append(f"{phase:6} {label(side):32} {tok} {m['examples_per_s']:11.2f} {secs:8.2f}")
-    ratios = {}
-    for metric, ours, base in pairs(train, evals):
-        phase, key = metric.split("_", 1)
-        rounds, table = (train_rounds, train) if phase == "train" else (eval_rounds, evals)
-        paired = sorted(r[ours][key] / r[base][key] for r in rounds)
-        name = f"{metric}: {ours} / {base}"
-        ratios[name] = round(table[ours][key] / table[base][key], 2)
-        ratios[name + " (per repetition)"] = [round(v, 2) for v in paired]
-        goal = GOALS.get(metric)
-        verdict = f"  goal >= {goal}x: {'met' if ratios[name] >= goal else 'missed'}" if goal else ""
-        lines.append(
-            f"ratio {name} = {ratios[name]}x (per repetition: median {statistics.median(paired):.2f}x,"
-            f" range {paired[0]:.2f}-{paired[-1]:.2f}x){verdict}"
-        )
-    return lines, ratios
+def host_line(rows: list[dict]) -> str:
+    h = rows[0]["host"]
+    loads = [r["host"].get("load_avg_1m") for r in rows if r["host"].get("load_avg_1m") is not None]
+    load = f"{min(loads):.1f}–{max(loads):.1f}" if loads else "unknown"
+    gpus = ", ".join(h.get("gpus") or []) or "no GPU"
+    flags = " ".join(h.get("cpu_flags") or [])
+    return (
+        f"Host: {h.get('cpu_model')} ({h.get('cpu_count')} CPUs; flags {flags}), "
+        f"{gpus}, torch {h.get('torch')} with {h.get('torch_threads')} threads, commit "
+        f"{(h.get('git_commit') or '?')[:12]}; 1-minute load average during the runs {load}."
+    )
+
+
+def render(records: list[dict], run_id: str | None = None) -> str:
+    rows = [r for r in records if r.get("benchmark") == "speed"]
+    if not rows:
+        return "no speed runs recorded"
+    run_id = run_id or rows[-1]["run_id"]
+    rows = [r for r in rows if r["run_id"] == run_id]
+    if not rows:
+        return f"no speed run {run_id} in the file"
+    s = rows[0]["settings"]
+    out = [f"Run `{run_id}`: {s.get('model')}, {s.get('task')}, {host_line(rows)}", ""]
+    train = [r for r in rows if r["phase"] == "train"]
+    if train:
+        precisions = sorted({str(r.get("precision")) for r in train})
+        out += [
+            f"Training: {s.get('bits')}-bit r{s.get('rank')}, "
+            f"{s.get('steps')} steps x batch {s.get('batch')}, "
+            f"tokens/s = real (non-pad) tokens over steps {int(s.get('warmup', 0)) + 1}-{s.get('steps')} "
+            f"(warm-up left out); precision {', '.join(precisions)}.",
+            "",
+            *table(train, "tokens_per_s", "tokens/s", "bench", "bench / side (per repetition)", invert=True),
+            "",
+        ]
+    evals = [r for r in rows if r["phase"] == "eval"]
+    if evals:
+        ref = next(r["side"] for r in evals if r["side"].startswith("paper") and "_" not in r["side"][6:])
+        checks = [r["score_check"]["scores_identical"] for r in evals if "score_check" in r]
+        examples = evals[0]["examples"]
+        out += [
+            f"Evaluation: {examples} test rows at {s.get('eval_bits')}-bit; scores identical on every side "
+            f"and repetition (bench.core.scoring, every scorer): {all(checks) if checks else 'not checked'}.",
+            "",
+            *table(evals, "examples_per_s", "examples/s", ref, f"speed-up vs {ref} (per repetition)", False),
+            "",
+        ]
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--file", type=Path, default=measured.RESULTS)
+    p.add_argument("--run", help="a run id from the file (default: the latest)")
+    args = p.parse_args(argv)
+    print(render(measured.read(args.file), args.run))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -18,6 +18,7 @@ command line above.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -50,6 +51,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="GPU compute dtype")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--padding", choices=("longest", "max_length"), default="longest")
+    p.add_argument(
+        "--sampling", choices=("random", "group_by_length"), default="random",
+        help="the Trainer's train_sampling_strategy (group_by_length: its LengthGroupedSampler)",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, help="JSON result file (with --model)")
     args = p.parse_args(argv)
     if args.model and args.out is None:
@@ -88,7 +93,9 @@ def run_cell(cell_dir: Path, data_dir: Path) -> int:
             raise ValueError(f"no train-outcome.json with a step count in {cell_dir}: train the cell first")
         source = resolve_source(cell.model, data_dir)  # a cache hit after bench's own training
         args = parse_args([*script_flags(cell, source, data_dir, steps), "--out", "unused"])
-        outcome = Outcome(Status.OK, PlainMetrics(**train(args)))
+        result = train(args)  # the record keeps PlainMetrics' fields; speed.py reads the rest
+        known = {f.name for f in dataclasses.fields(PlainMetrics)}
+        outcome = Outcome(Status.OK, PlainMetrics(**{k: v for k, v in result.items() if k in known}))
     except Exception as exc:  # a failure is a result: the gate records it
         write_outcome(cell_dir, Phase.PLAIN, failure(exc))
         return 1
@@ -165,12 +172,20 @@ class Counting:
         self.collator, self.batches = collator, []
 
     def __call__(self, features):
-        self.batches.append((sum(len(f["input_ids"]) for f in features), len(features)))
-        return self.collator(features)
+        batch = self.collator(features)
+        real = sum(len(f["input_ids"]) for f in features)
+        self.batches.append((real, len(features), int(batch["input_ids"].shape[1])))
+        return batch
 
     def totals(self, micro_batches: int) -> tuple[int, int]:
         used = self.batches[:micro_batches]
-        return sum(t for t, _ in used), sum(n for _, n in used)
+        return sum(b[0] for b in used), sum(b[1] for b in used)
+
+    def per_step(self, steps: int, grad_accum: int) -> tuple[list[int], list[int]]:
+        """Per optimizer step: real tokens and padded width (the widest micro-batch of the step)."""
+        used = self.batches[: steps * grad_accum]
+        groups = [used[i : i + grad_accum] for i in range(0, len(used), grad_accum)]
+        return [sum(b[0] for b in g) for g in groups], [max(b[2] for b in g) for g in groups]
 
 
 def main(argv=None) -> int:
@@ -211,7 +226,15 @@ def train(args) -> dict:
     class Timer(TrainerCallback):  # the loop only: as bench's train_s, which excludes engine setup
         def on_train_begin(self, *a, **k):
             torch.cuda.synchronize() if on_gpu else None
-            clock["t0"] = time.perf_counter()
+            clock["t0"] = clock["last"] = time.perf_counter()
+            clock["cpu"], clock["steps"], clock["cpu_steps"] = time.process_time(), [], []
+
+        def on_step_end(self, *a, **k):  # per step: from the end of the previous one (bench's step_s)
+            torch.cuda.synchronize() if on_gpu else None
+            now, cpu = time.perf_counter(), time.process_time()
+            clock["steps"].append(round(now - clock["last"], 4))
+            clock["cpu_steps"].append(round(cpu - clock["cpu"], 4))  # this process's CPU seconds
+            clock["last"], clock["cpu"] = now, cpu
 
         def on_train_end(self, *a, **k):
             torch.cuda.synchronize() if on_gpu else None
@@ -240,6 +263,7 @@ def train(args) -> dict:
             bf16=bf16,
             use_cpu=not on_gpu,
             disable_tqdm=True,
+            train_sampling_strategy=args.sampling,
         )
         trainer = Trainer(
             model=model,
@@ -251,6 +275,7 @@ def train(args) -> dict:
         result = trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     tokens, examples = collator.totals(result.global_step * args.grad_accum)
+    step_tokens, step_width = collator.per_step(result.global_step, args.grad_accum)
     return {
         "train_s": round(clock["s"], 3),
         "tokens": tokens,
@@ -262,6 +287,12 @@ def train(args) -> dict:
         "train_loss_last": losses[-1] if losses else None,
         "padding": args.padding,
         "torch_threads": torch.get_num_threads(),
+        "sampling": args.sampling,
+        "precision": "bf16" if bf16 else "fp32",
+        "step_s": clock["steps"],
+        "step_cpu_s": clock["cpu_steps"],
+        "step_tokens": step_tokens,
+        "step_width": step_width,
     }
 
 
