@@ -422,7 +422,7 @@ def test_plain_script_flags_carry_the_cells_training_settings(setup, tmp_path):
         "batch": cfg.batch_per_gpu, "grad_accum": 2, "lr": 5e-4, "warmup_steps": 2,
         "max_seq_len": cfg.max_seq_len, "train_limit": 64, "seed": cfg.seed, "precision": cfg.precision,
         "gradient_checkpointing": False, "padding": "longest", "out": tmp_path / "r.json", "cell_dir": None,
-        "method": "lora",
+        "method": "lora", "sampling": "random",
     }  # fmt: skip
 
 

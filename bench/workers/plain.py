@@ -5,7 +5,14 @@ Same quantization, LoRA config, examples, batch size, optimizer steps, lr, clipp
 tokens only) as a bench training cell. The examples come from bench.workers.examples.training_pairs so
 that both sides see exactly the same rows in the same order of availability; tokenizing, batching
 and the loop are the Trainer's own (random sampler, DataCollatorForSeq2Seq padding to the longest
-in each batch, or to --max-seq-len with --padding max_length).
+in each batch, or to --max-seq-len with --padding max_length). `--sampling group_by_length` is the
+Trainer's LengthGroupedSampler, as QLoRA's reference script turns it on: what a competent user runs.
+It is not slower per token: the same CPU seconds per padded token as the random sampler, with about a
+quarter less padding on FPB (benchmarks/speed.py; the README's speed section). Its first batch is the
+longest row's on purpose (an out-of-memory error comes first), so time steady steps, not the first.
+
+The result also holds per optimizer step: wall seconds (step_s), this process's CPU seconds
+(step_cpu_s: a shared machine's load inflates wall time, not these), real tokens and padded width.
 
     python -m bench.workers.plain --model DIR --data-dir DATA --bits 4 --rank 4 --steps 20 --out r.json
 
