@@ -113,6 +113,16 @@ def bench_step(launcher, cell, phase: str) -> dict:
     return record.metrics
 
 
+def bench_train(launcher, cell) -> dict:
+    """bench's training record, with the worker's per-step CPU seconds beside it."""
+    from bench.orchestration.runner import Step
+    from bench.workers.train import STEPS_FILE
+
+    metrics = bench_step(launcher, cell, "train")
+    steps = json.loads((launcher.cell_dir(Step(cell, "train")) / STEPS_FILE).read_text())
+    return {**metrics, "step_cpu_s": steps["step_cpu_s"]}
+
+
 def script(name: str, out: Path, *args) -> dict:
     """A script beside this file, or a module (`bench.workers.plain`), with --out; its JSON result."""
     target = ["-m", name] if name.startswith("bench.") else [str(HERE / name)]
@@ -139,7 +149,7 @@ def train_runs(args, launcher, source: str, work: Path) -> list[tuple[str, objec
     for side in args.train_sides:
         if side in BENCH_SIDES:
             cell = cell_for(args, work, BENCH_SIDES[side], args.eval_batch)
-            runs.append((side, lambda cell=cell: bench_step(launcher, cell, "train")))
+            runs.append((side, lambda cell=cell: bench_train(launcher, cell)))
         else:
             extra = ["--sampling", PLAIN_SIDES[side]]
             runs.append(
@@ -161,8 +171,10 @@ def write(args, run_id, phase, side, rep, m, line, host, settings) -> None:
 def train_line(m: dict, warmup: int) -> dict:
     return {
         "tokens_per_s": measured.steady_rate(m["step_s"], m["step_tokens"], warmup),
+        "tokens_per_cpu_s": measured.steady_rate(m.get("step_cpu_s") or [], m["step_tokens"], warmup),
         "tokens_per_s_all_steps": m["tokens_per_s"], "train_s": m["train_s"], "steps": m["steps"],
-        "warmup_steps": warmup, "step_s": m["step_s"], "step_tokens": m["step_tokens"],
+        "warmup_steps": warmup, "step_s": m["step_s"], "step_cpu_s": m.get("step_cpu_s"),
+        "step_tokens": m["step_tokens"],
         "step_width": m.get("step_width"), "loss_first": m.get("train_loss_first"),
         "loss_last": m.get("train_loss_last"), "precision": m.get("precision"),
         "sampling": m.get("sampling"),

@@ -56,18 +56,26 @@ def per_rep_ratios(rows: list[dict], side: str, ref: str, key: str, invert: bool
 
 
 def table(rows: list[dict], key: str, unit: str, ref: str, ratio_name: str, invert: bool) -> list[str]:
+    """One row per side. Training rows also show real tokens per CPU-second of the side's own process
+    (other work on the host inflates wall time, far less these), median [min–max]."""
     sides = list(dict.fromkeys(r["side"] for r in sorted(rows, key=lambda r: (r["rep"], r["position"]))))
     if ref in sides:  # the reference first, then the others in the order they ran in the first repetition
         sides = [ref] + [s for s in sides if s != ref]
+    cpu = any(r.get("tokens_per_cpu_s") for r in rows)
+    extra = (" tokens per CPU-second |", "---|") if cpu else ("", "")
     lines = [
-        f"| side | {unit} median [min–max] | {ratio_name} median [min–max] | reps |",
-        "|---|---|---|---|",
+        f"| side | {unit} median [min–max] | {ratio_name} median [min–max] |{extra[0]} reps |",
+        f"|---|---|---|{extra[1]}---|",
     ]
     for side in sides:
-        values = measured.median_interval([r.get(key) for r in rows if r["side"] == side])
+        mine = [r for r in rows if r["side"] == side]
+        values = measured.median_interval([r.get(key) for r in mine])
         ratios = measured.median_interval(per_rep_ratios(rows, side, ref, key, invert))
         ratio = "1 (reference)" if side == ref else fmt(ratios, 2) + "×"
-        lines.append(f"| {label(side)} | {fmt(values)} | {ratio} | {values['n']} |")
+        cells = (
+            f" {fmt(measured.median_interval([r.get('tokens_per_cpu_s') for r in mine]))} |" if cpu else ""
+        )
+        lines.append(f"| {label(side)} | {fmt(values)} | {ratio} |{cells} {values['n']} |")
     return lines
 
 

@@ -52,7 +52,7 @@ def test_append_read_and_a_torn_last_line(tmp_path):
 
 @pytest.fixture
 def records() -> list[dict]:
-    out = [line("train", "bench", 0, 0, tokens_per_s=200.0, precision="fp32"),
+    out = [line("train", "bench", 0, 0, tokens_per_s=200.0, precision="fp32", tokens_per_cpu_s=90.0),
            line("train", "plain_random", 0, 1, tokens_per_s=100.0, precision="fp32"),
            line("train", "plain_random", 1, 0, tokens_per_s=150.0, precision="fp32"),
            line("train", "bench", 1, 1, tokens_per_s=240.0, precision="fp32")]  # fmt: skip
@@ -68,6 +68,7 @@ def test_the_table_shows_medians_ranges_and_per_repetition_ratios(records):
     assert "Run `r1`" in text
     bench = next(row for row in text.splitlines() if row.startswith("| bench as shipped"))
     assert "220.0 [200.0–240.0]" in bench and "1 (reference)" in bench
+    assert "| 90.0 [90.0–90.0] | 2 |" in bench  # CPU-second column: one repetition has it
     plain = next(row for row in text.splitlines() if row.startswith("| HF Trainer + peft, random"))
     # per repetition bench / plain: 200/100 = 2.0 and 240/150 = 1.6 -> median 1.8, range 1.6-2.0
     assert "125.0 [100.0–150.0]" in plain and "1.80 [1.60–2.00]×" in plain

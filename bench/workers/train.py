@@ -7,6 +7,7 @@ Run by the launcher: python -m torch.distributed.run --nproc_per_node N -m bench
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -54,6 +55,8 @@ from bench.workers.optim import choose_optimizer, deepspeed_config
 from bench.workers.protocol import event, failure, parse_args, progress, read_cell, write_outcome
 from bench.workers.truncation import truncated_by_task
 from bench.workers.utilisation import batch_flops, lora_step, utilisation_fields
+
+STEPS_FILE = "train-steps.json"  # per step: wall and CPU seconds, real tokens (benchmarks/speed.py)
 
 
 def main(argv=None) -> int:
@@ -173,6 +176,8 @@ def train_cell(cell, cell_dir, data_dir) -> Outcome:
         return {}
     adapter_dir = cell_dir / "adapter"
     engine.module.save_pretrained(adapter_dir)
+    steps = {k: stats[k] for k in ("step_s", "step_cpu_s", "step_tokens")}  # rank 0's, for benchmarks/
+    (cell_dir / STEPS_FILE).write_text(json.dumps(steps))
     memory = memory_fields(
         [g[0] for g in gathered], [g[1] for g in gathered], [g[2] for g in gathered], sampler.error,
         [g[3] for g in gathered],
@@ -243,6 +248,7 @@ def train_loop(
     curve, pending, step, epoch, micro, tokens, examples = [], [], 0, 0, 0, 0, 0
     flops = FlopCount()  # counted on the host from the batches' lengths, like the tokens
     step_s, step_tokens, step_start, tokens_at_step = [], [], time.perf_counter(), 0
+    step_cpu_s, cpu_start = [], time.process_time()
     window_loss = torch.zeros((), device=device)
     report_every = max(1, total_steps // 10)
     started = time.monotonic()
@@ -266,7 +272,9 @@ def train_loop(
             now = time.perf_counter()
             step_s.append(round(now - step_start, 4))
             step_tokens.append(tokens - tokens_at_step)  # this rank's real tokens
-            step_start, tokens_at_step = now, tokens
+            cpu = time.process_time()  # this process's CPU seconds: a busy host inflates wall time only
+            step_cpu_s.append(round(cpu - cpu_start, 4))
+            step_start, tokens_at_step, cpu_start = now, tokens, cpu
             pending.append(window_loss / cfg.grad_accum)
             window_loss = torch.zeros((), device=device)
             if step % report_every == 0 or step == total_steps:
@@ -289,7 +297,7 @@ def train_loop(
     tokens, examples, *parts = counts.tolist()
     return {
         "steps": step, "curve": curve, "tokens": tokens, "examples": int(examples),
-        "flops": FlopCount(*parts), "step_s": step_s, "step_tokens": step_tokens,
+        "flops": FlopCount(*parts), "step_s": step_s, "step_tokens": step_tokens, "step_cpu_s": step_cpu_s,
     }  # fmt: skip
 
 
