@@ -56,8 +56,11 @@ def per_rep_ratios(rows: list[dict], side: str, ref: str, key: str, invert: bool
 
 
 def table(rows: list[dict], key: str, unit: str, ref: str, ratio_name: str, invert: bool) -> list[str]:
-    """One row per side. Training rows also show real tokens per CPU-second of the side's own process
-    (other work on the host inflates wall time, far less these), median [min–max]."""
+    """One row per side. Training rows also show real tokens per CPU-second of the side's own process,
+    median [min–max]: with one torch thread other work on the host hardly changes it (wall time it
+    does); with more threads the CPU time also counts threads spinning while they wait for a peer that
+    the OS has put aside, so on a busy host it drops too (measured: 2 threads, load 5-7, 17 CPU-s for
+    a 27 s step). Quote wall-time tokens/s from a quiet host; use this column to spot a busy one."""
     sides = list(dict.fromkeys(r["side"] for r in sorted(rows, key=lambda r: (r["rep"], r["position"]))))
     if ref in sides:  # the reference first, then the others in the order they ran in the first repetition
         sides = [ref] + [s for s in sides if s != ref]

@@ -272,7 +272,7 @@ def train_loop(
             now = time.perf_counter()
             step_s.append(round(now - step_start, 4))
             step_tokens.append(tokens - tokens_at_step)  # this rank's real tokens
-            cpu = time.process_time()  # this process's CPU seconds: a busy host inflates wall time only
+            cpu = time.process_time()  # this process's CPU seconds (spinning OpenMP threads count too)
             step_cpu_s.append(round(cpu - cpu_start, 4))
             step_start, tokens_at_step, cpu_start = now, tokens, cpu
             pending.append(window_loss / cfg.grad_accum)
