@@ -1,6 +1,6 @@
 """The committed results of the speed benchmarks: one JSON line per measured run, appended.
 
-benchmarks/measured/speed.jsonl is in git (the numbers the README quotes come from it); the old
+benchmarks/results/speed.jsonl is in git (the numbers the README quotes come from it); the old
 benchmarks/results.jsonl stays a git-ignored scratch file. Every line carries the run id of its
 benchmark invocation, the side and repetition, its own measurements and the host's facts (CPU model
 and the flags that decide the fast precision, threads, torch, GPU, git commit), so that a table can be
@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "measured" / "speed.jsonl"
+RESULTS = HERE / "results" / "speed.jsonl"
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile", "amx_int8")
 
 

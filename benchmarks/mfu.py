@@ -5,9 +5,9 @@ and once with the base computing in bf16 where the CPU has native bf16 matmuls (
 oneDNN check, never assumed). The bf16 side swaps the worker's compute dtype in its process only: an
 experiment, not a setting. Sides alternate; each prints its record's FLOPs, achieved FLOP/s, peak and MFU.
 
-    BENCH_DATA=../shared/data .venv/bin/python benchmarks/mfu.py --out benchmarks/mfu-results.jsonl
+    BENCH_DATA=../shared/data .venv/bin/python benchmarks/mfu.py --out benchmarks/results/mfu.jsonl
 
-benchmarks/mfu-results.jsonl holds its runs; each line has the 1-minute load average, and the peak its
+benchmarks/results/mfu.jsonl holds its runs; each line has the 1-minute load average, and the peak its
 probe source (with the load at probe time): a busy host makes both numbers low.
 """
 

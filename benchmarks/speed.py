@@ -22,7 +22,7 @@ output depends on its batch neighbours, and the paper's file-order batches and b
 ones need not agree on near-ties (seen: 3 of 16 rows, SmolLM2 with a 4-step adapter).
 
 Sides alternate order between repetitions (ABC, CBA, ...). Every run appends one JSON line with the
-host's facts to the committed benchmarks/measured/speed.jsonl; `python benchmarks/tables.py` renders
+host's facts to the committed benchmarks/results/speed.jsonl; `python benchmarks/tables.py` renders
 the latest run as the Markdown table the README quotes.
 
     BENCH_DATA=../shared/data .venv/bin/python benchmarks/speed.py          # SmolLM2-135M, both phases

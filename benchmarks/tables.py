@@ -1,4 +1,4 @@
-"""The committed speed results (benchmarks/measured/speed.jsonl) as the Markdown tables the README quotes.
+"""The committed speed results (benchmarks/results/speed.jsonl) as the Markdown tables the README quotes.
 
 Per side: the median over repetitions of its steady throughput (training: real tokens/s over the steps
 after the warm-up; evaluation: examples/s) with the min–max over repetitions, and the ratio to the
