@@ -66,6 +66,10 @@ class TrainMetrics:
     gpu_hours: float | None
     adapter_bytes: int
     memory: MemoryMetrics
+    # Per optimizer step: wall seconds from the end of the previous step (the first from the loop's
+    # start) and the real (non-pad) tokens it trained on; the gate's speed ratio reads these.
+    step_s: list = field(default_factory=list)
+    step_tokens: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,8 @@ class PlainMetrics:
     train_loss_last: float | None
     padding: str
     torch_threads: int
+    step_s: list = field(default_factory=list)  # as TrainMetrics.step_s
+    step_tokens: list = field(default_factory=list)
 
 
 def flat_metrics(metrics: TrainMetrics | EvalMetrics | PlainMetrics) -> dict:

@@ -10,9 +10,9 @@ in each batch, or to --max-seq-len with --padding max_length).
     python -m bench.workers.plain --model DIR --data-dir DATA --bits 4 --rank 4 --steps 20 --out r.json
 
 As a worker (`--cell-dir`, how `bench check --run` starts it through the launcher, like bench's own
-workers): the cell's settings from its cell.json, as many optimizer steps as bench's training of the
-cell ran (its train-outcome.json), and the result as plain-outcome.json. benchmarks/speed.py runs the
-command line above.
+workers): the cell's settings from its cell.json, --timing-steps optimizer steps (the gate's speed
+repetitions; without it as many as bench's training of the cell ran, from its train-outcome.json), and
+the result as plain-outcome.json. benchmarks/speed.py runs the command line above.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     source.add_argument("--model", help="local model directory")
     source.add_argument("--cell-dir", type=Path, help="a cell's folder: its settings instead of the flags")
     p.add_argument("--data-dir", type=Path, required=True)
+    p.add_argument("--timing-steps", type=int, metavar="N", help="with --cell-dir: N steps (else bench's)")
     p.add_argument("--task", default="fpb")
     p.add_argument("--bits", type=int, choices=(4, 8, 16), default=4)
     p.add_argument("--rank", type=int, default=4)
@@ -73,7 +74,7 @@ def script_flags(cell, source: str, data_dir: Path, steps: int) -> list[str]:
     return flags + (["--gradient-checkpointing"] if cfg.gradient_checkpointing else [])
 
 
-def run_cell(cell_dir: Path, data_dir: Path) -> int:
+def run_cell(cell_dir: Path, data_dir: Path, timing_steps: int | None = None) -> int:
     """The worker: one cell's settings, bench's step count, an outcome file whatever happens."""
     from bench.core.outcomes import Outcome, PlainMetrics, outcome_path, read_outcome
     from bench.core.records import Phase, Status
@@ -83,7 +84,7 @@ def run_cell(cell_dir: Path, data_dir: Path) -> int:
     cell = read_cell(cell_dir)
     trained = read_outcome(outcome_path(cell_dir, Phase.TRAIN)).get("metrics", {})
     try:
-        steps = int(trained.get("steps") or cell.train.max_steps or 0)
+        steps = int(timing_steps or trained.get("steps") or cell.train.max_steps or 0)
         if steps <= 0:
             raise ValueError(f"no train-outcome.json with a step count in {cell_dir}: train the cell first")
         source = resolve_source(cell.model, data_dir)  # a cache hit after bench's own training
@@ -172,11 +173,16 @@ class Counting:
         used = self.batches[:micro_batches]
         return sum(t for t, _ in used), sum(n for _, n in used)
 
+    def per_step(self, steps: int, grad_accum: int) -> list[int]:
+        """Real tokens of each optimizer step: batches come in the order the loop consumes them."""
+        tokens = [t for t, _ in self.batches]
+        return [sum(tokens[i * grad_accum : (i + 1) * grad_accum]) for i in range(steps)]
+
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.cell_dir:
-        return run_cell(args.cell_dir, args.data_dir)
+        return run_cell(args.cell_dir, args.data_dir, args.timing_steps)
     args.out.write_text(json.dumps(train(args)))
     return 0
 
@@ -206,12 +212,17 @@ def train(args) -> dict:
     collator = Counting(
         DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, max_length=args.max_seq_len, **pad)
     )
-    clock = {}
+    clock = {"step_s": []}
 
     class Timer(TrainerCallback):  # the loop only: as bench's train_s, which excludes engine setup
         def on_train_begin(self, *a, **k):
             torch.cuda.synchronize() if on_gpu else None
-            clock["t0"] = time.perf_counter()
+            clock["t0"] = clock["last"] = time.perf_counter()
+
+        def on_step_end(self, *a, **k):  # as bench: from the previous step's end, batching included
+            now = time.perf_counter()
+            clock["step_s"].append(round(now - clock["last"], 5))
+            clock["last"] = now
 
         def on_train_end(self, *a, **k):
             torch.cuda.synchronize() if on_gpu else None
@@ -262,6 +273,8 @@ def train(args) -> dict:
         "train_loss_last": losses[-1] if losses else None,
         "padding": args.padding,
         "torch_threads": torch.get_num_threads(),
+        "step_s": clock["step_s"],
+        "step_tokens": collator.per_step(len(clock["step_s"]), args.grad_accum),
     }
 
 
