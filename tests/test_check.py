@@ -355,7 +355,7 @@ def test_run_measures_a_series_and_gates_its_ratio(setup, workers, monkeypatch, 
     capsys.readouterr()
     assert run_gate(matrix, other, baseline, cells, store.root.parent, monkeypatch) == 0  # 1.25x >= 1.2
     out = capsys.readouterr().out
-    assert len(calls) == 6 and all(c[c.index("--timing-steps") + 1] == "12" for c in calls)
+    assert len(calls) == 6 and all(c[c.index("--timing-steps") + 1] == "8" for c in calls)
     assert [r.phase for r in other.records() if r.phase in ("speed", "plain")] == ["speed", "plain"] * 3
     assert f"[1/6] speed {TRAINED}: ok in" in out and f"[6/6] plain {TRAINED}: ok in" in out
     assert f"{TRAINED}: train_speed_vs_plain 1.25x [1.25, 1.25]" in out and "passed: 6 checks" in out

@@ -17,7 +17,8 @@ from bench.orchestration.launch import Launcher
 from bench.orchestration.runner import Step, run
 
 REPETITIONS = 3  # per side
-STEPS = 12  # per repetition: 2 warm-up steps (bench.gate.speed.WARMUP_STEPS) and 10 timed ones
+STEPS = 8  # per repetition: 2 warm-up steps (bench.gate.speed.WARMUP_STEPS) and 6 timed ones; on
+# a 2-core CPU an 8-bit step takes seconds, and the series runs in every CI gate
 
 
 def interleaved(cell, repetitions: int) -> list[Step]:
