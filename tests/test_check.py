@@ -467,3 +467,12 @@ def dataclass_replace(record: RunRecord, **changes) -> RunRecord:
     from dataclasses import replace
 
     return replace(record, **changes)
+
+
+def test_the_committed_ci_baseline_matches_its_matrix_and_gates_the_adapter():
+    """CI's gate fails on a changed setting: the committed baseline must hold matrices/ci.yaml's keys."""
+    repo = Path(__file__).resolve().parents[1]
+    baseline = load_baseline(repo / "baselines" / "ci.json")
+    keys = {c.id: c.key for c in load(repo / "matrices" / "ci.yaml").cells}
+    assert {cell_id: entry["key"] for cell_id, entry in baseline["cells"].items()} == keys
+    assert baseline["paired_gate"] == ["accuracy"]
