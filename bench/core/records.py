@@ -30,12 +30,14 @@ class Status(StrEnum):
 
 
 class Phase(StrEnum):
-    """What a record is the outcome of: a cell's training, its evaluation, or the plain-script
-    baseline run of its training settings (`bench check --run`)."""
+    """What a record is the outcome of: a cell's training, its evaluation, or one repetition of the
+    gate's speed comparison (`bench check --run`): bench's training worker timed on the cell's settings
+    (speed: no adapter that anything evaluates) or the plain-script baseline of them (plain)."""
 
     TRAIN = "train"
     EVAL = "eval"
     PLAIN = "plain"
+    SPEED = "speed"
 
 
 @dataclass(frozen=True)

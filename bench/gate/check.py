@@ -3,76 +3,44 @@
 Baseline file (JSON, or YAML by extension), written by `bench check --update`:
   {"matrix": "ci", "cells": {"<cell id>": {"key": "<cell key>", "metrics": {
       "fpb/finlora/accuracy": {"value": 0.71, "tolerance": 0.05, "kind": "absolute", "better": "higher"},
-      "train_loss_last": {"value": 0.4, "tolerance": 0.3, "kind": "relative", "better": "lower"}}}}}
+      "train_loss_last": {"value": 0.4, "tolerance": 0.3, "kind": "relative", "better": "lower"},
+      "train_speed_vs_plain": {"value": 1.45, "low": 1.31, "high": 1.58, "floor": 1.2, "kind": "floor",
+                               "better": "higher"}}}}}
 Metrics: accuracy and weighted F1 per task under the cell's primary scorer; train_loss_last; and
-train_speed_vs_plain (bench tokens/s over the plain script's tokens/s on the same host), only where the
-store holds a plain-script record (phase "plain", written by `bench check --run` through
-bench.workers.plain) of the same cell from the same host: raw tokens/s from different machines say
-nothing about a regression.
+train_speed_vs_plain, bench's training over the plain script's from the newest speed series after the
+cell's training (bench.gate.pairing, bench.gate.speed_check): its 95% lower bound must stay >= the floor.
 Only regressions fail: a score that rises or a loss that falls beyond the tolerance is "improved".
+Reading and writing the file: bench.gate.baseline_file.
+Also failing: a NaN or infinite value, a cell whose settings (its key) differ from the baseline's unless
+--update, a missing record, a missing or failed speed series unless --no-speed.
 "paired_gate": ["accuracy"] in the file adds bench.gate.paired_gate's checks: each adapter must beat its
 base row (and a constant majority-class answer) on the same rows, 95% paired lower bound above 0.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+import math
 from pathlib import Path
 
-import yaml
-
 from bench.core.cell import Cell
-from bench.core.metrics import METRICS
 from bench.core.records import Phase, RunRecord, Status
 from bench.core.store import latest
-from bench.gate.pairing import newest_plain, plain_speed
+from bench.gate.baseline_file import CheckError, load_baseline, updated, write_baseline
+from bench.gate.paired_gate import gate_metrics, paired_rows
+from bench.gate.pairing import newest_series, series_ratio
+from bench.gate.rows import Row
+from bench.gate.speed import SpeedRatio
+from bench.gate.speed_check import HINT, SPEED, speed_lines, speed_row
 
-SPEED = "train_speed_vs_plain"
-SPEED_HINT = (
-    "bench and the plain script run a minute or two apart; another busy process on the machine during "
-    "either one moves the ratio several-fold. Rerun on a quiet machine (a fresh --results-dir) first"
-)
-# metric suffix -> (kind, default tolerance); the better direction comes from the metric registry.
-# --update keeps a tolerance the file already has.
-TOLERANCES = {
-    "accuracy": ("absolute", 0.05),
-    "weighted_f1": ("absolute", 0.05),
-    "train_loss_last": ("relative", 0.3),
-    SPEED: ("relative", 0.3),
-}
-
-
-class CheckError(Exception):
-    """The baseline file is unreadable or malformed; the message names the file and the fix."""
-
-
-@dataclass(frozen=True)
-class Row:
-    cell: str
-    metric: str
-    baseline: float | None
-    now: float | None
-    tolerance: str
-    verdict: str  # ok | improved | new | REGRESSED | MISSING | NEW (a cell the baseline lacks) | NOT BETTER
-
-    @property
-    def failed(self) -> bool:
-        return self.verdict in ("REGRESSED", "MISSING", "NEW", "NOT BETTER")
-
-
-def rule(metric: str) -> tuple[str, str, float]:
-    """(kind, better, default tolerance) of a gated metric, e.g. 'fpb/finlora/accuracy'."""
-    name = metric.rsplit("/", 1)[-1]
-    kind, tolerance = TOLERANCES[name]
-    return kind, "lower" if METRICS[name].lower_is_better else "higher", tolerance
+__all__ = ["CheckError", "Row", "gate", "load_baseline"]  # what callers import from here
 
 
 def current_metrics(
-    cells: tuple[Cell, ...], last: dict, records: list[RunRecord]
-) -> tuple[dict[str, dict], list[Row], list[str]]:
-    """Per cell id: {metric: value} from the latest ok records; rows for what is missing; notes."""
-    found, missing, notes = {}, [], []
+    cells: tuple[Cell, ...], last: dict, records: list[RunRecord], speed: bool = True
+) -> tuple[dict[str, dict], list[Row], dict[str, SpeedRatio | str]]:
+    """Per cell id: {metric: value} from the latest ok records; rows for what is missing; per trained
+    single-process cell (when `speed`), its speed ratio or why there is none."""
+    found, missing, speeds = {}, [], {}
     for cell in cells:
         values = {}
         for phase in cell.phases():
@@ -81,12 +49,16 @@ def current_metrics(
                 why = "no record" if record is None else f"{phase} {record.status}"
                 missing.append(Row(cell.id, f"({phase})", None, None, why, "MISSING"))
                 continue
-            values.update(_phase_metrics(cell, record, records, notes))
+            values.update(_phase_metrics(cell, record))
+            if phase == Phase.TRAIN and speed and cell.gpus == 1:  # the plain script runs one process
+                speeds[cell.id] = series_ratio(newest_series(record, records))
+                if isinstance(speeds[cell.id], SpeedRatio):
+                    values[SPEED] = speeds[cell.id].estimate
         found[cell.id] = values
-    return found, missing, notes
+    return found, missing, speeds
 
 
-def _phase_metrics(cell: Cell, record: RunRecord, records: list[RunRecord], notes: list[str]) -> dict:
+def _phase_metrics(cell: Cell, record: RunRecord) -> dict:
     if record.phase == Phase.EVAL:
         primary = [s for s in record.scores if s.get("scorer") == cell.eval.scorer]
         out = {}
@@ -95,23 +67,13 @@ def _phase_metrics(cell: Cell, record: RunRecord, records: list[RunRecord], note
             if s.get("weighted_f1") is not None:
                 out[f"{s['task']}/{s['scorer']}/weighted_f1"] = s["weighted_f1"]
         return out
-    out = {"train_loss_last": record.metrics["train_loss_last"]}
-    plain = plain_speed(record, records)
-    host = record.env.get("host")
-    if plain:
-        out[SPEED] = record.metrics["tokens_per_s"] / plain
-    elif (tried := newest_plain(record, records, ok=False)) is not None:
-        why = tried.error.splitlines()[-1] if tried.error else "see its log"
-        notes.append(f"{cell.id}: plain-script run on host {host} {tried.status} ({why}); speed not compared")
-    else:
-        notes.append(f"{cell.id}: no plain-script speed on host {host}; speed not compared")
-    return out
+    return {"train_loss_last": record.metrics["train_loss_last"]}
 
 
 def diff_against_baseline(
-    baseline: dict, current: dict[str, dict], keys: dict[str, str]
-) -> tuple[list[Row], list[str]]:
-    rows, notes = [], []
+    baseline: dict, current: dict[str, dict], keys: dict[str, str], speeds: dict[str, SpeedRatio | str]
+) -> list[Row]:
+    rows = []
     cells = baseline.get("cells", {})
     for cell_id in sorted(set(cells) | set(current)):
         if cell_id not in current:
@@ -121,19 +83,22 @@ def diff_against_baseline(
             rows.append(Row(cell_id, "(cell)", None, None, "not in the baseline; --update", "NEW"))
             continue
         if cells[cell_id].get("key") not in (None, keys[cell_id]):
-            notes.append(f"{cell_id}: the matrix changed this cell's settings since the baseline was made")
-        rows += _compare_cell(cell_id, cells[cell_id].get("metrics", {}), current[cell_id])
-    return rows, notes
+            why = (f"key {keys[cell_id]}, baseline's {cells[cell_id]['key']}: the matrix changed this cell's "
+                   "settings; --update accepts them")  # fmt: skip
+            rows.append(Row(cell_id, "(settings)", None, None, why, "CHANGED"))
+        metrics = cells[cell_id].get("metrics", {})
+        rows += _compare_cell(cell_id, {k: v for k, v in metrics.items() if k != SPEED}, current[cell_id])
+        if cell_id in speeds:
+            rows.append(speed_row(cell_id, metrics.get(SPEED), speeds[cell_id]))
+    return rows
 
 
 def _compare_cell(cell_id: str, base: dict, now: dict) -> list[Row]:
     rows = []
-    for metric in sorted(set(base) | set(now)):
+    for metric in sorted(set(base) | set(now) - {SPEED}):
         if metric not in base:
             rows.append(Row(cell_id, metric, None, now[metric], "not in the baseline", "new"))
         elif metric not in now:
-            if metric == SPEED:  # the plain-script record is per machine: its absence is not a regression
-                continue
             rows.append(Row(cell_id, metric, base[metric]["value"], None, "-", "MISSING"))
         else:
             rows.append(verdict(cell_id, metric, base[metric], now[metric]))
@@ -143,72 +108,17 @@ def _compare_cell(cell_id: str, base: dict, now: dict) -> list[Row]:
 def verdict(cell_id: str, metric: str, entry: dict, value: float) -> Row:
     kind, better, tolerance = entry["kind"], entry["better"], entry["tolerance"]
     ref = entry["value"]
+    text = f"±{tolerance:g}" if kind == "absolute" else f"±{100 * tolerance:g}%"
+    if not _finite(value):  # NaN compares false with everything: it would pass every test below
+        return Row(cell_id, metric, ref, value, f"{text} ({better} better); not a number", "NOT FINITE")
     allowed = tolerance * abs(ref) if kind == "relative" else tolerance
     gain = (value - ref) if better == "higher" else (ref - value)  # positive = better than baseline
     status = "REGRESSED" if gain < -allowed - 1e-12 else "improved" if gain > allowed else "ok"
-    text = f"±{tolerance:g}" if kind == "absolute" else f"±{100 * tolerance:g}%"
     return Row(cell_id, metric, ref, value, f"{text} ({better} better)", status)
 
 
-def load_baseline(path: Path) -> dict:
-    if not path.is_file():
-        raise CheckError(f"{path}: no such baseline file; create it with `bench check MATRIX --update`")
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise CheckError(f"{path}: not valid {'YAML' if path.suffix != '.json' else 'JSON'} ({exc})") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("cells"), dict):
-        raise CheckError(f"{path}: needs a mapping with 'cells': {{cell id: {{metrics: ...}}}}")
-    for cell_id, cell in data["cells"].items():
-        for metric, entry in (cell or {}).get("metrics", {}).items():
-            data["cells"][cell_id]["metrics"][metric] = _entry(path, cell_id, metric, entry)
-    return data
-
-
-def _entry(path: Path, cell_id: str, metric: str, entry) -> dict:
-    where = f"{path}: cells.{cell_id}.metrics.{metric}"
-    if not isinstance(entry, dict) or not isinstance(entry.get("value"), int | float):
-        raise CheckError(f"{where}: needs a numeric 'value' (and 'tolerance')")
-    try:
-        kind, better, tolerance = rule(metric)
-    except KeyError:
-        kind, better, tolerance = entry.get("kind"), entry.get("better"), None
-    full = {"kind": kind, "better": better, "tolerance": tolerance, **entry}
-    if full["kind"] not in ("absolute", "relative") or full["better"] not in ("higher", "lower"):
-        raise CheckError(f"{where}: 'kind' must be absolute|relative and 'better' higher|lower")
-    if not isinstance(full["tolerance"], int | float) or full["tolerance"] < 0:
-        raise CheckError(f"{where}: 'tolerance' must be a number >= 0")
-    return full
-
-
-def updated(old: dict | None, matrix: str, current: dict[str, dict], keys: dict[str, str]) -> dict:
-    """A new baseline from the current values, keeping every tolerance (and kind, better) already set."""
-    cells = {}
-    for cell_id in sorted(current):
-        before = ((old or {}).get("cells", {}).get(cell_id) or {}).get("metrics", {})
-        metrics = {}
-        for metric, value in sorted(current[cell_id].items()):
-            kind, better, tolerance = rule(metric)
-            keep = before.get(metric, {})
-            metrics[metric] = {
-                "value": round(value, 5),
-                "tolerance": keep.get("tolerance", tolerance),
-                "kind": keep.get("kind", kind),
-                "better": keep.get("better", better),
-            }
-        cells[cell_id] = {"key": keys[cell_id], "metrics": metrics}
-    extra = {k: v for k, v in (old or {}).items() if k not in ("matrix", "cells")}  # notes survive
-    return {"matrix": matrix, **extra, "cells": cells}
-
-
-def write_baseline(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix in (".yaml", ".yml"):
-        text = yaml.safe_dump(data, sort_keys=False)
-    else:
-        text = json.dumps(data, indent=2) + "\n"
-    path.write_text(text, encoding="utf-8")
+def _finite(value) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
 
 
 def table(rows: list[Row]) -> str:
@@ -222,8 +132,6 @@ def table(rows: list[Row]) -> str:
 
 
 def _paired(baseline: dict, path: Path, cells, records: list[RunRecord], samples) -> list[Row]:
-    from bench.gate.paired_gate import gate_metrics, paired_rows  # builds on this module's Row
-
     return paired_rows(cells, latest(records), gate_metrics(baseline, path), samples)
 
 
@@ -238,25 +146,45 @@ def _delta(row: Row) -> str:
 
 
 def gate(
-    cells: tuple[Cell, ...], matrix: str, records: list[RunRecord], path: Path, update: bool, samples=None
+    cells: tuple[Cell, ...],
+    matrix: str,
+    records: list[RunRecord],
+    path: Path,
+    update: bool,
+    samples=None,
+    speed: bool = True,
 ) -> tuple[int, str]:
     """(exit status, text): 1 on a regression or a missing cell/record; --update rewrites the file instead.
-    samples (bench.core.samples.SampleReader) reads per-row outputs for the baseline's paired_gate."""
+    samples (bench.core.samples.SampleReader) reads per-row outputs for the baseline's paired_gate.
+    speed=False (--no-speed): no speed check, said in the output."""
     keys = {c.id: c.key for c in cells}
-    current, missing, notes = current_metrics(cells, latest(records), records)
-    lines = [f"note: {n}" for n in notes]
+    current, missing, speeds = current_metrics(cells, latest(records), records, speed)
+    lines = speed_lines(speeds)
+    if not speed:
+        lines.append(f"note: {SPEED} not checked (--no-speed): bench's speed against the plain script "
+                     "is not gated by this run")  # fmt: skip
     if update:
-        if missing:
-            return 1, "\n".join([*lines, table(missing), f"not updated: {path} needs every cell's records"])
-        old = load_baseline(path) if path.exists() else None
-        write_baseline(path, updated(old, matrix, current, keys))
-        count = sum(len(m) for m in current.values())
-        return 0, "\n".join([*lines, f"wrote {path}: {len(current)} cells, {count} metrics"])
+        return _update(path, matrix, current, keys, speeds, missing, lines)
     baseline = load_baseline(path)
-    rows, more = diff_against_baseline(baseline, current, keys)
+    rows = diff_against_baseline(baseline, current, keys, speeds)
     rows = missing + rows + _paired(baseline, path, cells, records, samples)
     failed = [r for r in rows if r.failed]
     verdict = f"FAILED: {len(failed)} of {len(rows)} checks" if failed else f"passed: {len(rows)} checks"
     if any(r.metric == SPEED for r in failed):
-        verdict += f"\n{SPEED}: {SPEED_HINT}"
-    return (1 if failed else 0), "\n".join([*lines, *(f"note: {n}" for n in more), table(rows), verdict])
+        verdict += f"\n{SPEED}: {HINT}"
+    return (1 if failed else 0), "\n".join([*lines, table(rows), verdict])
+
+
+def _update(path: Path, matrix: str, current, keys, speeds, missing: list[Row], lines) -> tuple[int, str]:
+    """--update refuses what it cannot vouch for: a missing record, a NaN, an unmeasured speed."""
+    refused = missing + [
+        Row(cell, metric, None, value, "not a number", "NOT FINITE")
+        for cell, values in current.items() for metric, value in values.items() if not _finite(value)
+    ] + [speed_row(cell, None, why) for cell, why in speeds.items() if isinstance(why, str)]  # fmt: skip
+    if refused:
+        return 1, "\n".join([*lines, table(refused), f"not updated: {path} needs every cell's records, "
+                             "finite values, and a speed series (or --no-speed)"])  # fmt: skip
+    old = load_baseline(path) if path.exists() else None
+    write_baseline(path, updated(old, matrix, current, keys, speeds))
+    count = sum(len(m) for m in current.values())
+    return 0, "\n".join([*lines, f"wrote {path}: {len(current)} cells, {count} metrics"])

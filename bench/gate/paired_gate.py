@@ -18,7 +18,8 @@ from bench.core.cell import Cell
 from bench.core.comparisons import pairs
 from bench.core.records import RunRecord, Status
 from bench.core.samples import Rows, compare_rows, majority_rows
-from bench.gate.check import CheckError, Row
+from bench.gate.baseline_file import CheckError
+from bench.gate.rows import Row
 
 KEY = "paired_gate"
 METRICS = ("accuracy", "weighted_f1")

@@ -37,6 +37,7 @@ class Launcher:
     data_dir: Path
     matrix: str
     echo: bool = True  # print workers' progress lines
+    timing_steps: int | None = None  # the gate's speed repetitions (phases speed, plain): steps each
     # gets each progress event a worker prints (bench.orchestration.console's bars); local runs only
     on_event: Callable[[dict], None] | None = field(default=None, compare=False, repr=False)
 
@@ -45,7 +46,9 @@ class Launcher:
 
     def command(self, step: Step, *cell_dirs: Path) -> list[str]:
         worker = [*(a for d in cell_dirs for a in ("--cell-dir", str(d))), "--data-dir", str(self.data_dir)]
-        if step.phase == Phase.TRAIN:
+        if step.phase in (Phase.SPEED, Phase.PLAIN) and self.timing_steps:
+            worker += ["--timing-steps", str(self.timing_steps)]
+        if step.phase in (Phase.TRAIN, Phase.SPEED):  # speed: bench's training, timed for the gate
             return [
                 sys.executable, "-m", "torch.distributed.run", "--standalone",
                 f"--nproc_per_node={step.cell.gpus}", "-m", "bench.workers.train", *worker,
@@ -117,8 +120,9 @@ class Launcher:
         return cell_dir
 
     def _record(self, step, outcome, status, error, log_path, started, wall) -> RunRecord:
-        # Kept beside the measurement (the planner's error); the plain baseline is not bench's to predict.
-        prediction = None if step.phase == Phase.PLAIN else predict(step.cell, self.data_dir)
+        # Kept beside the measurement (the planner's error); the gate's speed runs are not predicted.
+        timing = step.phase in (Phase.PLAIN, Phase.SPEED)
+        prediction = None if timing else predict(step.cell, self.data_dir)
         return RunRecord(
             cell_key=step.cell.key,
             cell_id=step.cell.id,

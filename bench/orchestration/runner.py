@@ -121,7 +121,7 @@ def run(
         index = 0
         while index < len(steps):
             step = steps[index]
-            if step.phase != Phase.EVAL:  # trainings and the gate's plain runs: one step, one worker
+            if step.phase != Phase.EVAL:  # trainings and the gate's speed runs: one step, one worker
                 progress(tag(step))
                 emit(step, execute(step))
                 index += 1
@@ -157,7 +157,7 @@ def summary(record: RunRecord) -> str:
     m = record.metrics
     if record.status != Status.OK:
         return f"{text}: {(record.error or '').splitlines()[-1] if record.error else 'see log'}"
-    if record.phase in (Phase.TRAIN, Phase.PLAIN):
+    if record.phase in (Phase.TRAIN, Phase.PLAIN, Phase.SPEED):
         return f"{text}, loss {m.get('train_loss_first', 0):.3f} -> {m.get('train_loss_last', 0):.3f}, " + (
             f"{m.get('tokens_per_s', 0):.0f} tokens/s"
         )

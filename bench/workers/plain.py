@@ -17,9 +17,9 @@ The result also holds per optimizer step: wall seconds (step_s), this process's 
     python -m bench.workers.plain --model DIR --data-dir DATA --bits 4 --rank 4 --steps 20 --out r.json
 
 As a worker (`--cell-dir`, how `bench check --run` starts it through the launcher, like bench's own
-workers): the cell's settings from its cell.json, as many optimizer steps as bench's training of the
-cell ran (its train-outcome.json), and the result as plain-outcome.json. benchmarks/speed.py runs the
-command line above.
+workers): the cell's settings from its cell.json, --timing-steps optimizer steps (the gate's speed
+repetitions; without it as many as bench's training of the cell ran, from its train-outcome.json), and
+the result as plain-outcome.json. benchmarks/speed.py runs the command line above.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     source.add_argument("--model", help="local model directory")
     source.add_argument("--cell-dir", type=Path, help="a cell's folder: its settings instead of the flags")
     p.add_argument("--data-dir", type=Path, required=True)
+    p.add_argument("--timing-steps", type=int, metavar="N", help="with --cell-dir: N steps (else bench's)")
     p.add_argument("--task", default="fpb")
     p.add_argument("--bits", type=int, choices=(4, 8, 16), default=4)
     p.add_argument("--rank", type=int, default=4)
@@ -85,7 +86,7 @@ def script_flags(cell, source: str, data_dir: Path, steps: int) -> list[str]:
     return flags + (["--gradient-checkpointing"] if cfg.gradient_checkpointing else [])
 
 
-def run_cell(cell_dir: Path, data_dir: Path) -> int:
+def run_cell(cell_dir: Path, data_dir: Path, timing_steps: int | None = None) -> int:
     """The worker: one cell's settings, bench's step count, an outcome file whatever happens."""
     from bench.core.outcomes import Outcome, PlainMetrics, outcome_path, read_outcome
     from bench.core.records import Phase, Status
@@ -95,7 +96,7 @@ def run_cell(cell_dir: Path, data_dir: Path) -> int:
     cell = read_cell(cell_dir)
     trained = read_outcome(outcome_path(cell_dir, Phase.TRAIN)).get("metrics", {})
     try:
-        steps = int(trained.get("steps") or cell.train.max_steps or 0)
+        steps = int(timing_steps or trained.get("steps") or cell.train.max_steps or 0)
         if steps <= 0:
             raise ValueError(f"no train-outcome.json with a step count in {cell_dir}: train the cell first")
         source = resolve_source(cell.model, data_dir)  # a cache hit after bench's own training
@@ -198,7 +199,7 @@ class Counting:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.cell_dir:
-        return run_cell(args.cell_dir, args.data_dir)
+        return run_cell(args.cell_dir, args.data_dir, args.timing_steps)
     args.out.write_text(json.dumps(train(args)))
     return 0
 
@@ -228,7 +229,7 @@ def train(args) -> dict:
     collator = Counting(
         DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, max_length=args.max_seq_len, **pad)
     )
-    clock = {}
+    clock = {"step_s": []}
 
     class Timer(TrainerCallback):  # the loop only: as bench's train_s, which excludes engine setup
         def on_train_begin(self, *a, **k):

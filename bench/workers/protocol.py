@@ -12,8 +12,10 @@ from bench.core.outcomes import EVENT_PREFIX, Outcome, outcome_path
 from bench.core.records import Phase, Status
 
 
-def parse_args(argv, description: str, many: bool = False) -> argparse.Namespace:
+def parse_args(argv, description: str, many: bool = False, timing: bool = False) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
+    if timing:  # the gate's speed repetitions: N steps on the cell's settings, a `speed` outcome
+        parser.add_argument("--timing-steps", type=int, metavar="N", help="time N steps; keep no adapter")
     parser.add_argument(
         "--cell-dir", type=Path, required=True, action="append" if many else "store",
         help="holds cell.json; outputs go here" + (" (repeat it: cells in order)" if many else ""),

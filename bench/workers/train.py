@@ -3,6 +3,8 @@ trained on the DeepSpeed engine; writes the adapter and train-outcome.json.
 
 Run by the launcher: python -m torch.distributed.run --nproc_per_node N -m bench.workers.train
     --cell-dir D --data-dir P
+With --timing-steps N (the gate's speed repetitions, `bench check --run`): the same training for N steps,
+written as speed-outcome.json, its adapter put aside (speed-adapter/) so the evaluated one stays.
 """
 
 from __future__ import annotations
@@ -60,16 +62,17 @@ STEPS_FILE = "train-steps.json"  # per step: wall and CPU seconds, real tokens (
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv, "bench training worker")
+    args = parse_args(argv, "bench training worker", timing=True)
     cell = read_cell(args.cell_dir)
+    phase = Phase.SPEED if args.timing_steps else Phase.TRAIN
     init_distributed()
     try:
-        outcome = train_cell(cell, args.cell_dir, args.data_dir)
+        outcome = train_cell(cell, args.cell_dir, args.data_dir, args.timing_steps)
     except Exception as exc:  # a failure is a result: record it, let the matrix go on
-        write_outcome(args.cell_dir, Phase.TRAIN, failure(exc))
+        write_outcome(args.cell_dir, phase, failure(exc))
         return 1
     if dist.get_rank() == 0:
-        write_outcome(args.cell_dir, Phase.TRAIN, outcome)
+        write_outcome(args.cell_dir, phase, outcome)
     dist.barrier()
     dist.destroy_process_group()  # without it one rank can abort at exit
     return 0
@@ -129,7 +132,7 @@ def build_model(cell, source: str, device: torch.device):
     return model
 
 
-def train_cell(cell, cell_dir, data_dir) -> Outcome:
+def train_cell(cell, cell_dir, data_dir, timing_steps: int | None = None) -> Outcome:
     import deepspeed
 
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -157,7 +160,7 @@ def train_cell(cell, cell_dir, data_dir) -> Outcome:
         raise ValueError(
             f"{len(encoded)} training examples do not make one batch of {cfg.batch_per_gpu} per rank"
         )
-    total_steps = cfg.max_steps or math.ceil(cfg.epochs * batches_per_rank / cfg.grad_accum)
+    total_steps = timing_steps or cfg.max_steps or math.ceil(cfg.epochs * batches_per_rank / cfg.grad_accum)
     ds_config = deepspeed_config(cfg, world, optimizer, total_steps)
     params = [p for p in model.parameters() if p.requires_grad]
     engine, *_ = deepspeed.initialize(model=model, model_parameters=params, config=ds_config)
@@ -174,7 +177,7 @@ def train_cell(cell, cell_dir, data_dir) -> Outcome:
     dist.all_gather_object(gathered, (allocated, reserved, nvml[0] if nvml else None, peak_rss_gb()))
     if rank != 0:
         return {}
-    adapter_dir = cell_dir / "adapter"
+    adapter_dir = cell_dir / ("speed-adapter" if timing_steps else "adapter")  # keep the evaluated one
     engine.module.save_pretrained(adapter_dir)
     steps = {k: stats[k] for k in ("step_s", "step_cpu_s", "step_tokens")}  # rank 0's, for benchmarks/
     (cell_dir / STEPS_FILE).write_text(json.dumps(steps))
@@ -228,8 +231,8 @@ def train_cell(cell, cell_dir, data_dir) -> Outcome:
     data = [load_splits(task, data_dir).info.to_dict() for task in train_tasks]
     if cell.task in MIXES:
         notes.append(mix_note(MIXES[cell.task], data))
-    return Outcome(Status.OK, metrics, data=tuple(data), artifacts={"adapter": str(adapter_dir)},
-                   notes=tuple(notes))  # fmt: skip
+    artifacts = {} if timing_steps else {"adapter": str(adapter_dir)}
+    return Outcome(Status.OK, metrics, data=tuple(data), artifacts=artifacts, notes=tuple(notes))
 
 
 def train_loop(
@@ -237,8 +240,10 @@ def train_loop(
 ) -> dict:
     """The optimizer steps. No device sync per step: tokens are counted on the host and the losses are
     reduced across ranks only at report points (10 a run), so the host runs ahead and prepares the
-    next batch while the device computes (profile: the per-step .item() and all_reduce). So on a GPU
-    the per-step host times (step_s) are the host's pace, the device's only on average.
+    next batch while the device computes (profile: the per-step .item() and all_reduce).
+    Per-step wall times are host clock readings for the same reason (no sync): on a CPU they are the
+    steps' times; on a GPU their median over many steps is, since the host cannot run ahead by more than
+    the launch queue. Per-step tokens are this rank's (the gate times single-process cells only).
 
     cfg.loss_logits and cfg.batching switch off bench's two levers for the speed ablation."""
     rank, world = dist.get_rank(), dist.get_world_size()
