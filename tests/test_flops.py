@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.core.flops import NO_CHECKPOINTING, NON_REENTRANT, REENTRANT, Architecture, FlopCount, LoraStep
+from bench.core.architecture import Shape, shape
+from bench.core.flops import NO_CHECKPOINTING, NON_REENTRANT, REENTRANT, FlopCount, LoraStep
 
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2, "vocab_size": 300}  # fmt: skip
@@ -15,7 +16,7 @@ QKV = ("q_proj", "k_proj", "v_proj")
 
 def test_a_tiny_step_by_hand():
     """One row of 10 tokens, logits at 2 positions, LoRA r4 on q/k/v, no checkpointing."""
-    step = LoraStep(Architecture.from_config(TINY), rank=4, targets=QKV)
+    step = LoraStep(shape(TINY), rank=4, targets=QKV)
     count = step.batch([10], logit_positions=2)
     # Per layer per token, multiply-adds: q 64x64, k and v 64x32, o 64x64, gate/up/down 64x128 = 36864.
     assert count.base_forward == 2 * 36864 * 2 * 10
@@ -33,7 +34,7 @@ def test_a_tiny_step_by_hand():
 
 
 def test_counts_add_over_batches_and_attention_uses_real_lengths():
-    step = LoraStep(Architecture.from_config(TINY), rank=4, targets=QKV)
+    step = LoraStep(shape(TINY), rank=4, targets=QKV)
     together = step.batch([10, 20], 4)
     apart = step.batch([10], 2) + step.batch([20], 2)
     assert together == apart
@@ -42,7 +43,7 @@ def test_counts_add_over_batches_and_attention_uses_real_lengths():
 
 
 def test_checkpointing_adds_a_recompute_and_input_grads_from_the_embedding():
-    arch = Architecture.from_config(TINY)
+    arch = shape(TINY)
     plain = LoraStep(arch, 4, QKV).batch([10], 2)
     full = LoraStep(arch, 4, QKV, REENTRANT).batch([10], 2)
     early = LoraStep(arch, 4, QKV, NON_REENTRANT).batch([10], 2)
@@ -52,25 +53,24 @@ def test_checkpointing_adds_a_recompute_and_input_grads_from_the_embedding():
     assert full.recompute - early.recompute == 2 * 128 * 64 * 2 * 10  # frozen down_proj not rerun
 
 
-def lora_forward(arch: Architecture) -> int:
+def lora_forward(arch: Shape) -> int:
     """LoRA forward per token over all layers for r4 on q/k/v."""
-    return arch.layers * sum(2 * 4 * sum(arch.shape(m)) for m in QKV)
+    return arch.layers * sum(2 * 4 * sum(arch.linears()[m]) for m in QKV)
 
 
 def test_unknown_targets_and_modes_are_refused():
     with pytest.raises(ValueError, match="no FLOP model for LoRA targets"):
-        LoraStep(Architecture.from_config(TINY), 4, ("lm_head",))
+        LoraStep(shape(TINY), 4, ("lm_head",))
     with pytest.raises(ValueError, match="checkpointing"):
-        LoraStep(Architecture.from_config(TINY), 4, QKV, "yes")
+        LoraStep(shape(TINY), 4, QKV, "yes")
 
 
 def test_smollm2_step_is_about_four_times_the_linear_weights():
     """SmolLM2-135M (576 hidden, 30 layers, 9/3 heads, 49152 vocab), FPB-like rows: 80 tokens, 2 logits."""
-    arch = Architecture(
-        hidden=576, intermediate=1536, layers=30, heads=9, kv_heads=3, head_dim=64, vocab=49152
+    arch = Shape(
+        hidden=576, intermediate=1536, layers=30, heads=9, kv_heads=3, head_dim=64, vocab=49152, tied=True
     )
-    linear = arch.layers * sum(arch.shape(m)[0] * arch.shape(m)[1] for m in ("q_proj", "k_proj", "v_proj",
-                               "o_proj", "gate_proj", "up_proj", "down_proj"))  # fmt: skip
+    linear = arch.layers * sum(d_in * d_out for d_in, d_out in arch.linears().values())
     per_token = LoraStep(arch, 4, QKV).batch([80] * 8, 16).total / 640
     assert linear == 106_168_320
     assert 4 * linear < per_token < 4.3 * linear  # frozen base: 4N, not 6N; attention and lm_head on top
@@ -117,9 +117,7 @@ def test_the_model_matches_torchs_flop_counter(targets, checkpointing):
     from bench.workers.utilisation import checkpointing_mode
 
     assert checkpointing_mode(model) == checkpointing  # what the worker reads off the model
-    step = LoraStep(
-        Architecture.from_config(model.get_base_model().config.to_dict()), 4, targets, checkpointing
-    )
+    step = LoraStep(shape(model.get_base_model().config.to_dict()), 4, targets, checkpointing)
     assert step.batch([n] * rows, rows * 2).total == pytest.approx(counter.get_total_flops(), rel=1e-9)
 
 

@@ -39,11 +39,14 @@ def test_a_tiny_training_record_carries_flops_peak_and_mfu(tmp_path, data_dir, b
 
 
 def test_logits_count_where_the_loop_computes_them():
-    from bench.core.flops import Architecture, LoraStep
+    from bench.core.architecture import Shape
+    from bench.core.flops import LoraStep
     from bench.workers.examples import IGNORE, Encoded
     from bench.workers.utilisation import batch_flops
 
-    arch = Architecture(hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2, head_dim=16, vocab=300)
+    arch = Shape(
+        hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2, head_dim=16, vocab=300, tied=False
+    )
     step = LoraStep(arch, 4, ("q_proj", "k_proj", "v_proj"))
     # Two rows: 5 and 3 tokens; the last two (label, EOS) of each carry loss.
     rows = [Encoded([1] * 5, [IGNORE] * 3 + [7, 0], False), Encoded([1] * 3, [IGNORE, 7, 0], False)]

@@ -46,6 +46,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
+from bench.core.architecture import Shape
+
 ATTENTION_INPUTS = ("q_proj", "k_proj", "v_proj")
 LINEARS = (*ATTENTION_INPUTS, "o_proj", "gate_proj", "up_proj", "down_proj")
 # The decoder layer's linears in the order the residual stream reaches them; modules of one stage read
@@ -53,39 +55,6 @@ LINEARS = (*ATTENTION_INPUTS, "o_proj", "gate_proj", "up_proj", "down_proj")
 STAGES = (ATTENTION_INPUTS, ("o_proj",), ("gate_proj", "up_proj"), ("down_proj",))
 NO_CHECKPOINTING, REENTRANT, NON_REENTRANT = "none", "reentrant", "non_reentrant"
 CHECKPOINTING = (NO_CHECKPOINTING, REENTRANT, NON_REENTRANT)
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """The shapes that set a Llama-family model's FLOPs (a transformers config's fields)."""
-
-    hidden: int
-    intermediate: int
-    layers: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    vocab: int
-
-    @classmethod
-    def from_config(cls, config: dict) -> Architecture:
-        heads = config["num_attention_heads"]
-        return cls(
-            hidden=config["hidden_size"],
-            intermediate=config["intermediate_size"],
-            layers=config["num_hidden_layers"],
-            heads=heads,
-            kv_heads=config.get("num_key_value_heads") or heads,
-            head_dim=config.get("head_dim") or config["hidden_size"] // heads,
-            vocab=config["vocab_size"],
-        )
-
-    def shape(self, module: str) -> tuple[int, int]:
-        """(d_in, d_out) of one of the decoder layer's linears."""
-        h, i = self.hidden, self.intermediate
-        q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
-        return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
-                "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}[module]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -114,7 +83,7 @@ class FlopCount:
 class LoraStep:
     """One LoRA training step's FLOP model: per-token linear costs fixed once, then per batch."""
 
-    arch: Architecture
+    arch: Shape
     rank: int
     targets: tuple[str, ...]
     checkpointing: str = NO_CHECKPOINTING  # or REENTRANT / NON_REENTRANT (torch.utils.checkpoint's modes)
@@ -137,7 +106,7 @@ class LoraStep:
         for _ in range(self.arch.layers):
             for stage in STAGES:
                 for module in stage:
-                    d_in, d_out = self.arch.shape(module)
+                    d_in, d_out = self.arch.linears()[module]
                     base_fwd += 2 * d_in * d_out
                     base_grad += 2 * d_in * d_out if needs_grad else 0
                     if module in self.targets:
@@ -151,7 +120,7 @@ class LoraStep:
         """Per token, the trailing forward work non-reentrant checkpointing's early stop skips."""
         if self.checkpointing != NON_REENTRANT:
             return 0.0
-        d_in, d_out = self.arch.shape("down_proj")
+        d_in, d_out = self.arch.linears()["down_proj"]
         skipped = 2 * self.rank * d_out if "down_proj" in self.targets else 2 * d_in * d_out
         return skipped * self.arch.layers
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from bench.core.architecture import LINEAR_MODULES, Shape, shape
+
 GIB = 2**30
 CUDA_CONTEXT_BYTES = 512 * 2**20
 FRAGMENTATION = 0.05
@@ -29,7 +31,6 @@ NESTED_BLOCK = 256  # double quant: one fp32 absmax per 256 int8 absmax values
 NF4_TENSOR_BYTES = 4 * (16 + 256 + 1)  # per quantized tensor: fp32 NF4 code, int8-absmax code, offset
 LORA_BYTES = 4  # peft keeps adapter weights in fp32
 OPTIMIZER_BYTES = {"adamw": 8, "adam": 8, "adamw_8bit": 2, "sgd": 0}  # per LoRA param; 0/1 Adam below
-LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass(frozen=True)
@@ -69,46 +70,6 @@ class MemoryPrediction:
 
     def fits(self, gpu_bytes: int) -> bool:
         return self.total_per_gpu <= gpu_bytes
-
-
-@dataclass(frozen=True)
-class Shape:
-    hidden: int
-    intermediate: int
-    layers: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    vocab: int
-    tied: bool
-
-    @property
-    def q_dim(self) -> int:
-        return self.heads * self.head_dim
-
-    @property
-    def kv_dim(self) -> int:
-        return self.kv_heads * self.head_dim
-
-    def linears(self) -> dict[str, tuple[int, int]]:
-        """(in_features, out_features) of each linear layer in one decoder layer."""
-        h, i, q, kv = self.hidden, self.intermediate, self.q_dim, self.kv_dim
-        dims = ((h, q), (h, kv), (h, kv), (q, h), (h, i), (h, i), (i, h))
-        return dict(zip(LINEAR_MODULES, dims, strict=True))
-
-
-def shape(config: dict) -> Shape:
-    heads = config["num_attention_heads"]
-    return Shape(
-        hidden=config["hidden_size"],
-        intermediate=config["intermediate_size"],
-        layers=config["num_hidden_layers"],
-        heads=heads,
-        kv_heads=config.get("num_key_value_heads") or heads,
-        head_dim=config.get("head_dim") or config["hidden_size"] // heads,
-        vocab=config["vocab_size"],
-        tied=bool(config.get("tie_word_embeddings", False)),
-    )
 
 
 def _targets(s: Shape, target_modules) -> dict[str, tuple[int, int]]:

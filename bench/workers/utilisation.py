@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from bench.core.flops import NO_CHECKPOINTING, NON_REENTRANT, REENTRANT, Architecture, FlopCount, LoraStep
+from bench.core.architecture import shape
+from bench.core.flops import NO_CHECKPOINTING, NON_REENTRANT, REENTRANT, FlopCount, LoraStep
 from bench.core.peaks import utilisation
 from bench.workers.examples import IGNORE, Encoded
 from bench.workers.peak_probe import device_peak
@@ -17,7 +18,7 @@ def lora_step(model, cell) -> tuple[LoraStep | None, str | None]:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     cfg = cell.train
     try:
-        arch = Architecture.from_config(base.config.to_dict())
+        arch = shape(base.config.to_dict())
         return LoraStep(arch, cell.rank, tuple(cfg.target_modules), checkpointing_mode(base)), None
     except (KeyError, ValueError) as exc:  # a non-Llama config or a target the model does not know
         return None, f"FLOPs not counted: {type(exc).__name__}: {exc}"
