@@ -23,6 +23,7 @@ LOSS_LOGITS = ("targets", "all")
 BATCHINGS = ("length_grouped", "random")
 SCORERS = ("finlora", "strict", "finlora2025")
 WEIGHTS = ("pretrained", "random")
+PROMPT_FORMATS = ("raw", "chat")
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,10 @@ class Cell:
     # Machines the training spans (gpus are split evenly over them). Left out of to_dict when 1, which
     # keeps the keys of every single-node cell; evaluation always runs on one node.
     nodes: int = 1
+    # How a row's prompt reaches the model, in training and evaluation alike: "raw" (FinLoRA's text as
+    # it is) or "chat" (the tokenizer's chat template around it, as lm-eval's --apply_chat_template).
+    # Left out of to_dict when "raw", which keeps the keys of every cell made before it existed.
+    prompt_format: str = "raw"
 
     @property
     def gpus_per_node(self) -> int:
@@ -142,6 +147,8 @@ class Cell:
                     del data[part][name]
         if data["nodes"] == 1:
             del data["nodes"]
+        if data["prompt_format"] == "raw":
+            del data["prompt_format"]
         return data
 
     @classmethod
@@ -158,6 +165,7 @@ class Cell:
             eval=_build(EvalConfig, data["eval"]),
             variant=data.get("variant", ""),
             nodes=data.get("nodes", 1),
+            prompt_format=data.get("prompt_format", "raw"),
         )
 
 
