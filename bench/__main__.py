@@ -186,11 +186,11 @@ def cmd_tasks(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from bench.core.catalog import TASKS
+    from bench.core.catalog import tasks as known_tasks
 
     data_dir = resolve_data_dir(args.data_dir)
     print(f"data directory {data_dir}")
-    for task in TASKS:
+    for task in known_tasks():
         try:
             info = load_splits(task, data_dir).info
         except DataError as exc:
@@ -250,14 +250,10 @@ def cmd_check(args) -> int:
 
 
 def _check_data(matrix: Matrix, data_dir: Path) -> None:
-    from bench.core.catalog import TRAINING_SETS
+    from bench.core.catalog import training_set
 
     for task in sorted(
-        {
-            t
-            for c in matrix.cells
-            for t in TRAINING_SETS[c.task].train_tasks + TRAINING_SETS[c.task].eval_tasks
-        }
+        {t for c in matrix.cells for t in training_set(c.task).train_tasks + training_set(c.task).eval_tasks}
     ):
         check_task_data(task, data_dir)
         load_splits(task, data_dir)  # parses every line now, so a bad row fails before any model loads

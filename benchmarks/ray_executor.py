@@ -95,14 +95,14 @@ def _eval_span(rows: list[dict]) -> float:
 
 def step_seconds(step, data_dir: Path, peak: float, train_util: float, eval_util: float) -> float:
     """One step's predicted seconds on its GPUs from FLOPs (see the module's docstring)."""
-    from bench.core.catalog import TRAINING_SETS
+    from bench.core.catalog import training_set
     from bench.core.data import load_splits
     from bench.planning.memory import parameter_count
     from bench.planning.planner import CHARS_PER_TOKEN, architecture
 
     cell = step.cell
     params = parameter_count(architecture(cell.model))
-    sets = TRAINING_SETS[cell.task]
+    sets = training_set(cell.task)
     if step.phase == "train":
         rows = [r for t in sets.train_tasks for r in load_splits(t, data_dir).train]
         chars = sum(

@@ -44,16 +44,16 @@ MATRIX_CASES = [
     ("axes not a mapping", with_("axes", ["model"]), "key 'axes'"),
     ("unknown model", with_("axes.model", ["tiy"]), "unknown model 'tiy'; did you mean 'tiny'?"),
     ("unknown task", with_("axes.task", ["fbp"]), "unknown task 'fbp'; did you mean 'fpb'?"),
-    ("bits 5", with_("axes.quant", [{"bits": 5, "rank": 4}]), "key 'axes.bits': 5 is not one of 4, 8, 16"),
+    ("bits 5", with_("axes.quant", [{"bits": 5, "rank": 4}]), "key 'axes.quant[0].bits': 5 is not one of 4, 8, 16"),
     ("eval bits 3", with_("axes.eval_bits", [3]), "key 'axes.eval_bits'"),
-    ("rank 0", with_("axes.quant", [{"bits": 4, "rank": 0}]), "key 'axes.rank': 0 must be a positive"),
-    ("rank negative", with_("axes.quant", [{"bits": 4, "rank": -4}]), "key 'axes.rank'"),
-    ("rank a string", with_("axes.quant", [{"bits": 4, "rank": "four"}]), "key 'axes.rank'"),
+    ("rank 0", with_("axes.quant", [{"bits": 4, "rank": 0}]), "key 'axes.quant[0].rank': 0 must be a positive"),
+    ("rank negative", with_("axes.quant", [{"bits": 4, "rank": -4}]), "key 'axes.quant[0].rank'"),
+    ("rank a string", with_("axes.quant", [{"bits": 4, "rank": "four"}]), "key 'axes.quant[0].rank'"),
     ("gpus 0", with_("axes.gpus", [0]), "key 'axes.gpus'"),
     ("linked keys differ", with_("axes.quant", [{"bits": 4, "rank": 4}, {"bits": 8}]), "same keys"),
     ("axis twice", with_("axes.bits", [4]), "is given twice"),
     ("unknown train key", with_("train.lrr", 1), "key 'train.lrr': unknown key; did you mean 'lr'?"),
-    ("lr wrong type", with_("train.lr", "fast"), "key 'train.lr': must be a float"),
+    ("lr wrong type", with_("train.lr", "fast"), "key 'train.lr': must be a number"),
     ("batch zero", with_("train.batch_per_gpu", 0), "key 'train.batch_per_gpu': must be positive"),
     ("batch a float", with_("train.batch_per_gpu", 2.5), "key 'train.batch_per_gpu': must be a whole number"),
     ("0/1 adam with zero", with_("train.zero_stage", 2), "0/1 Adam refuses ZeRO > 0"),
@@ -136,7 +136,7 @@ def test_row_without_target_names_the_line(tmp_path, capsys, tiny_data):
     train_file.write_text(train_file.read_text() + json.dumps({"context": "x"}) + "\n")
     code, output = run_cli(capsys, "run", good_matrix(tmp_path), "--data-dir", str(tiny_data),
                            "--results-dir", str(tmp_path / "r"))  # fmt: skip
-    assert code == 2 and f"{train_file}:21: a row needs string 'context' and 'target'" in output
+    assert code == 2 and f"{train_file} row 21: no column 'target'" in output
 
 
 def test_empty_test_split(tmp_path, capsys, tiny_data):

@@ -6,7 +6,7 @@ from collections import Counter
 
 import numpy as np
 
-from bench.core.catalog import TRAINING_SETS
+from bench.core.catalog import training_set
 from bench.core.data import load_splits
 from bench.core.mixes import MIXES, mix_note, mix_order
 
@@ -22,7 +22,7 @@ def test_sentiment_fingpt_is_the_papers_mix_with_nwgi_from_its_local_split(data_
         ("tfns", 2),
         ("nwgi", 1),
     ]
-    assert TRAINING_SETS["sentiment_fingpt"].train_tasks == tuple(p.task for p in mix.parts)
+    assert training_set("sentiment_fingpt").train_tasks == tuple(p.task for p in mix.parts)
     infos = [load_splits(p.task, data_dir).info.to_dict() for p in mix.parts]
     rows = {i["task"]: i["train_rows"] for i in infos}
     assert rows["fpb"] == 3634 and rows["fiqa_sa_fingpt"] == 938 and rows["tfns"] == 9543

@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.core.catalog import TASKS
 from bench.core.cell import Cell
 from bench.core.matrix import MatrixError, parse
 from bench.core.protocols import PROTOCOLS, get, scored_text
+from bench.core.tasks import builtin_tasks
+
+TASKS = builtin_tasks()
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = {
@@ -65,7 +67,7 @@ def _task_config(name: str) -> dict:
         pass
 
     Loader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
-    raw = yaml.load((REPO / "tasks" / f"{name}.yaml").read_text(), Loader=Loader)
+    raw = yaml.load((REPO / "tasks" / "lm-eval" / f"{name}.yaml").read_text(), Loader=Loader)
     if "include" in raw:
         return {**_task_config(Path(raw.pop("include")).stem), **raw}
     return raw

@@ -8,10 +8,8 @@ from pathlib import Path
 import pytest
 from sklearn.metrics import f1_score
 
-from bench.core.catalog import TASKS
 from bench.core.data import load_splits, task_files
 from bench.core.scoring import (
-    LABELS,
     MISSING,
     SCORERS,
     answer_text,
@@ -20,9 +18,11 @@ from bench.core.scoring import (
     finlora_ner,
     finlora_sentiment,
     first_label,
+    labels_of,
     mapped_labels,
     score,
 )
+from bench.core.tasks import builtin_tasks
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -97,7 +97,7 @@ def test_answer_text_keeps_first_line_with_text():
     ],
 )
 def test_strict_nwgi_keeps_seven_levels(text, label):
-    assert first_label(text, LABELS["nwgi"]) == label
+    assert first_label(text, labels_of("nwgi")) == label
 
 
 @pytest.mark.parametrize(
@@ -113,7 +113,7 @@ def test_strict_nwgi_keeps_seven_levels(text, label):
     ],
 )
 def test_strict_first_label(task, text, label):
-    assert first_label(text, LABELS[task]) == label
+    assert first_label(text, labels_of(task)) == label
 
 
 def test_strict_tie_goes_to_longest_label():
@@ -190,7 +190,7 @@ def test_bootstrap_is_seeded_and_contains_point(scorer):
 
 
 def test_real_rows_score_perfectly_when_answered_exactly(data_dir):
-    for task in TASKS:
+    for task in builtin_tasks():
         if task_files(task, data_dir) == (None, None):
             continue
         targets = [r["target"] for r in load_splits(task, data_dir).test[:300]]
@@ -205,7 +205,7 @@ def test_real_nwgi_rows_map_to_three_classes(data_dir):
     gold, _ = mapped_labels("nwgi", targets, targets)
     assert set(gold) == {"negative", "neutral", "positive"}
     gold, _ = mapped_labels("nwgi", targets, targets, "strict")
-    assert set(gold) == set(LABELS["nwgi"])
+    assert set(gold) == set(labels_of("nwgi"))
 
 
 @pytest.mark.parametrize(

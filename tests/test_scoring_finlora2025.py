@@ -10,7 +10,7 @@ import sys
 import pytest
 from sklearn.metrics import f1_score
 
-from bench.core.scoring import LABELS, finlora2025_pairs, score
+from bench.core.scoring import finlora2025_pairs, labels_of, score
 
 
 def reference_2025(outputs, targets, label_order):
@@ -42,8 +42,8 @@ def reference_2025(outputs, targets, label_order):
 )
 def test_earliest_substring_label_decides(task, output, target, correct):
     # The valid labels are the gold strings of the scored set: give every label as gold once.
-    targets = [target, *LABELS[task]]
-    outputs = [output, *LABELS[task]]
+    targets = [target, *labels_of(task)]
+    outputs = [output, *labels_of(task)]
     gold, pred = finlora2025_pairs(outputs, targets)
     assert (pred[0] == gold[0]) is correct
     assert pred[0] == (target if correct else output)  # a wrong answer stays its raw string
@@ -57,7 +57,7 @@ def test_valid_labels_are_the_scored_sets_gold_strings_only():
 
 def test_f1_keeps_raw_outputs_and_matches_their_rule_on_random_messy_outputs():
     rng = random.Random(5)
-    labels = list(LABELS["fpb"])
+    labels = list(labels_of("fpb"))
     pieces = ["positive", "Negative", "NEUTRAL", "not", "the news is", "\n", "Answer:", "positively", ""]
     outputs = [" ".join(rng.choice(pieces) for _ in range(rng.randint(0, 4))) for _ in range(300)]
     targets = [rng.choice(labels) for _ in outputs]

@@ -10,15 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from bench.core.catalog import TASKS
 from bench.core.data import load_splits
 from bench.core.protocols import PROTOCOLS
-from bench.core.scoring import LABELS, score
+from bench.core.scoring import score
+from bench.core.task_yaml import stale_builtin_yamls
+from bench.core.tasks import builtin_tasks
 from bench.workers.taskcheck import check_tasks, list_tasks
 
 REPO = Path(__file__).resolve().parents[1]
-TASKS_DIR = REPO / "tasks"
-MAX_GEN_TOKS = {"sentiment": 10, "headline": 10, "ner": 10, "xbrl": 30}
+TASKS_DIR = REPO / "tasks" / "lm-eval"
+TASKS = builtin_tasks()
+LABEL_TASKS = sorted(name for name, spec in TASKS.items() if spec.is_label)
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +62,13 @@ def test_prompt_is_the_rows_context_byte_for_byte(manager, data_dir, name):
         assert context.encode("utf-8") == row["context"].encode("utf-8")
         assert inst.doc["target"] == row["target"]
         assert gen_kwargs["until"] == [] and gen_kwargs["do_sample"] is False
-        assert gen_kwargs["max_gen_toks"] == MAX_GEN_TOKS[TASKS[name].family]
+        assert gen_kwargs["max_gen_toks"] == PROTOCOLS["bench"].max_new(name)
 
 
-@pytest.mark.parametrize("name", sorted(LABELS))
+@pytest.mark.parametrize("name", LABEL_TASKS)
 def test_label_set_matches_test_targets(data_dir, name):
     targets = {r["target"] for r in load_splits(name, data_dir).test}
-    assert targets == set(LABELS[name])
+    assert targets == set(TASKS[name].labels)
 
 
 def test_task_metrics_call_bench_scoring(manager, data_dir):
@@ -91,6 +93,10 @@ def test_task_metrics_call_bench_scoring(manager, data_dir):
         value = aggregations[metric]([r[metric] for r in per_doc])
         assert value == pytest.approx(score("nwgi", outputs, targets, scorer)[key])
         assert task.higher_is_better()[metric] is True
+
+
+def test_committed_lm_eval_yamls_are_what_the_task_files_generate():
+    assert stale_builtin_yamls(list(TASKS.values()), TASKS_DIR) == []
 
 
 def test_check_tasks_passes_on_tasks_dir(data_dir):

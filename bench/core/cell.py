@@ -84,6 +84,16 @@ LATER_TRAIN_FIELDS = {
 
 
 @dataclass(frozen=True)
+class TaskFile:
+    """A user's task file that a cell trains or evaluates on (bench.core.tasks). Its content is in the
+    cell key; where it lies is not, so a moved task folder keeps its cells."""
+
+    name: str
+    file: str  # absolute path: where workers read it (not in the key)
+    sha256: str  # of the task file and of its local data files (in the key)
+
+
+@dataclass(frozen=True)
 class Cell:
     model: ModelSpec
     task: str  # a training set name from bench.core.catalog.TRAINING_SETS
@@ -104,6 +114,11 @@ class Cell:
     # it is) or "chat" (the tokenizer's chat template around it, as lm-eval's --apply_chat_template).
     # Left out of to_dict when "raw", which keeps the keys of every cell made before it existed.
     prompt_format: str = "raw"
+    # The user task files behind `task` (none for the built-in tasks). Left out of to_dict when empty.
+    task_files: tuple[TaskFile, ...] = ()
+    # The axis values the matrix's expansion set on this cell ((name, value), bench.core.axes): what
+    # the report and the comparisons read. Not a setting of its own: out of the key and of equality.
+    axes: tuple[tuple[str, object], ...] = field(default=(), compare=False)
 
     @property
     def gpus_per_node(self) -> int:
@@ -128,7 +143,10 @@ class Cell:
 
     @property
     def key(self) -> str:
-        return hashlib.sha256(canonical_json(self.to_dict()).encode()).hexdigest()[:16]
+        data = self.to_dict()
+        for task_file in data.get("task_files", []):
+            del task_file["file"]  # a locator, not content
+        return hashlib.sha256(canonical_json(data).encode()).hexdigest()[:16]
 
     @property
     def dirname(self) -> str:
@@ -139,6 +157,9 @@ class Cell:
 
     def to_dict(self) -> dict:
         data = asdict(self)
+        del data["axes"]
+        if not data["task_files"]:
+            del data["task_files"]
         if not data["variant"]:
             del data["variant"]
         for part, later in (("eval", LATER_EVAL_FIELDS), ("train", LATER_TRAIN_FIELDS)):
@@ -166,6 +187,7 @@ class Cell:
             variant=data.get("variant", ""),
             nodes=data.get("nodes", 1),
             prompt_format=data.get("prompt_format", "raw"),
+            task_files=tuple(TaskFile(**t) for t in data.get("task_files", [])),
         )
 
 

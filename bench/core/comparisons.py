@@ -17,11 +17,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bench.core import axes as registry
 from bench.core.cell import Cell
 
-# Axes whose value a cell carries in its training settings; a base row has none of them.
-TRAINING_AXES = ("batch", "seed", "method")
 CONFIG_AXES = ("bits", "rank", "method")  # what the default comparisons vary
+# Read from every cell, named by its matrix or not: two cells differing in any of them are never
+# "the same experiment but for ..." (e.g. a 4-bit cell under bench and an 8-bit one under finlora-2025).
+ALWAYS = tuple(a.name for a in registry.NAMED)
 
 
 @dataclass(frozen=True)
@@ -44,15 +46,15 @@ class Pair:
 
 
 def axis_values(cell: Cell) -> dict:
-    train = cell.train
-    return {
-        "model": cell.model.name, "task": cell.task, "bits": cell.bits, "rank": cell.rank, "gpus": cell.gpus,
-        "eval_bits": cell.eval_bits, "batch": train.batch_per_gpu if train else None,
-        "seed": train.seed if train else None, "method": train.method if train else None,
-    }  # fmt: skip
+    """{axis: value}: every named axis read from the cell's settings, and the setting axes (lr, ...)
+    its matrix swept, as the expansion carried them on the cell. A base row's training axes are None."""
+    values = {name: registry.AXES[name].read(cell) for name in ALWAYS}
+    values["model"] = cell.model.name
+    values.update({name: value for name, value in cell.axes if name not in values})
+    return values
 
 
-def parse_comparisons(raw, axes: tuple[str, ...], ctx) -> tuple[Comparison, ...]:
+def parse_comparisons(raw, ctx) -> tuple[Comparison, ...]:
     """The matrix's `compare` list; ctx.fail(key, fix) reports a mistake, naming the key."""
     if not isinstance(raw, list):
         ctx.fail("compare", "must be a list like [{a: {bits: 4, rank: 4}, b: {bits: 8, rank: 8}, margin: 2}]")
@@ -62,7 +64,7 @@ def parse_comparisons(raw, axes: tuple[str, ...], ctx) -> tuple[Comparison, ...]
         if not isinstance(entry, dict) or "a" not in entry or "b" not in entry:
             ctx.fail(key, "each comparison needs 'a' and 'b', e.g. {a: {method: dora}, b: {method: lora}}")
         ctx.check_keys(entry, ("a", "b", "margin"), f"{key}.")
-        sides = [_selector(entry[side], axes, ctx, f"{key}.{side}") for side in ("a", "b")]
+        sides = [_selector(entry[side], ctx, f"{key}.{side}") for side in ("a", "b")]
         margin = entry.get("margin")
         if margin is not None and (
             isinstance(margin, bool) or not isinstance(margin, int | float) or margin <= 0
@@ -74,11 +76,13 @@ def parse_comparisons(raw, axes: tuple[str, ...], ctx) -> tuple[Comparison, ...]
     return tuple(out)
 
 
-def _selector(raw, axes: tuple[str, ...], ctx, key: str) -> tuple[tuple[str, object], ...]:
+def _selector(raw, ctx, key: str) -> tuple[tuple[str, object], ...]:
+    from bench.core.expand import canonical_keys
+
     if not isinstance(raw, dict) or not raw:
         ctx.fail(key, "must be a non-empty mapping of axis values, e.g. {bits: 4, rank: 4}")
-    ctx.check_keys(raw, axes, f"{key}.")
-    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in raw.items()))
+    named = canonical_keys(ctx, raw, f"{key}.")
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in named.items()))
 
 
 def unmatched(comparisons: tuple[Comparison, ...], cells: tuple[Cell, ...]) -> list[int]:
@@ -114,12 +118,17 @@ def _pairs_for(comp: Comparison, cells: tuple[Cell, ...], kind: str) -> list[Pai
 
 def _selects(selector, cell: Cell) -> bool:
     values = axis_values(cell)
-    return all(values[axis] in (want if isinstance(want, tuple) else (want,)) for axis, want in selector)
+    return all(_value_of(values, cell, axis) in (want if isinstance(want, tuple) else (want,))
+               for axis, want in selector)  # fmt: skip
+
+
+def _value_of(values: dict, cell: Cell, axis: str):
+    return values[axis] if axis in values else registry.AXES[axis].read(cell)
 
 
 def _same_elsewhere(a: Cell, b: Cell, named: set[str]) -> bool:
     va, vb = axis_values(a), axis_values(b)
-    return all(va[axis] == vb[axis] for axis in va if axis not in named)
+    return all(va.get(axis) == vb.get(axis) for axis in va.keys() | vb.keys() if axis not in named)
 
 
 def _is_base_of(base: Cell, adapter: Cell) -> bool:

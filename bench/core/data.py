@@ -1,9 +1,11 @@
-"""Task data: `{context, target}` JSONL files in a data directory, and seeded local splits.
+"""Task data: a task file's rows (bench.core.tasks) rendered into `{context, target}` pairs, and seeded
+local splits. Pure (no torch).
 
-Pure (no torch). Where a task lacks a train or a test file, a deterministic local split is made
-from the file that exists, grouped by input text so that the nine questions about one headline
-(or every row about one sentence) land on the same side. Such splits are marked, because their
-numbers are not comparable with the paper's.
+Local JSON Lines files are read here line by line (errors name file:line, prompts stay byte for byte);
+CSV, Parquet and hub datasets are read through `datasets` (cached in its own cache; a hub dataset
+needs network the first time). Where a task has one file only, a deterministic local split is made,
+grouped by input so that the rows about one headline or sentence land on the same side. Such splits
+are marked, because their numbers are not comparable with the source's.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from bench.core.catalog import TASKS
+from bench.core import tasks as task_registry
+from bench.core.task_parse import template_columns
+from bench.core.tasks import GROUP_FINLORA_INPUT, TaskError, TaskSpec
 
 DATA_ENV = "BENCH_DATA"
-LOCAL_TEST_FRACTION = 0.3
-LOCAL_SPLIT_SALT = "bench-local-split-v1"
+LOCAL_TEST_FRACTION = 0.3  # the FinLoRA task files' split (tasks/*.yaml say so too)
 
 
 class DataError(Exception):
@@ -53,7 +56,7 @@ def resolve_data_dir(flag: str | os.PathLike | None = None) -> Path:
     if not raw:
         raise DataError(
             f"no data directory: pass --data-dir or set {DATA_ENV} to the folder that holds "
-            "fpb/, ner/, ... (a copy of the FinLoRA data; see README 'Data')"
+            "fpb/, ner/, ... (`bench data fetch` fills one; see README 'Data')"
         )
     path = Path(raw).expanduser().resolve()
     if not path.is_dir():
@@ -62,6 +65,7 @@ def resolve_data_dir(flag: str | os.PathLike | None = None) -> Path:
 
 
 def load_rows(path: Path) -> list[dict]:
+    """The objects of a JSON Lines file, in order; blank lines are skipped."""
     rows = []
     with open(path, encoding="utf-8") as fh:
         for number, line in enumerate(fh, start=1):
@@ -73,85 +77,182 @@ def load_rows(path: Path) -> list[dict]:
                 raise DataError(
                     f"{path}:{number}: not valid JSON ({exc.msg}); fix or remove that line"
                 ) from exc
-            if not isinstance(row, dict) or not isinstance(row.get("context"), str) or "target" not in row:
-                raise DataError(f"{path}:{number}: a row needs string 'context' and 'target' keys")
-            rows.append({"context": row["context"], "target": str(row["target"])})
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{number}: a row must be a JSON object with the task's columns")
+            rows.append(row)
     return rows
 
 
 def group_key(context: str) -> str:
-    """The input a row asks about: rows sharing it must not straddle train and test."""
+    """The input a FinLoRA row asks about: rows sharing it must not straddle train and test."""
     marker = context.rfind("\nInput:")
     text = context[marker:] if marker >= 0 else context
     return text.split("\nAnswer:")[0].strip()
 
 
-def in_local_test(context: str) -> bool:
-    digest = hashlib.sha256((LOCAL_SPLIT_SALT + group_key(context)).encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < LOCAL_TEST_FRACTION
+def in_local_test(key: str, salt: str, fraction: float) -> bool:
+    digest = hashlib.sha256((salt + key).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
 def _first_existing(folder: Path, names: tuple[str, ...]) -> Path | None:
     return next((folder / n for n in names if (folder / n).is_file()), None)
 
 
-def task_files(task: str, data_dir: Path) -> tuple[Path | None, Path | None]:
-    spec = TASKS[task]
-    folder = data_dir / spec.folder
-    return _first_existing(folder, spec.train_files), _first_existing(folder, spec.test_files)
+def data_folder(spec: TaskSpec, data_dir: Path | None) -> Path:
+    if not spec.data.in_data_dir:
+        return spec.data.root
+    if data_dir is None:
+        raise DataError(f"task {spec.name!r} reads the data directory: pass --data-dir or set {DATA_ENV}")
+    return data_dir / spec.data.root
 
 
-def check_task_data(task: str, data_dir: Path) -> None:
+def task_files(task: str, data_dir: Path | None) -> tuple[Path | None, Path | None]:
+    spec = task_registry.get(task)
+    if spec.data.hub is not None:
+        return None, None
+    folder = data_folder(spec, data_dir)
+    return _first_existing(folder, spec.data.train), _first_existing(folder, spec.data.test)
+
+
+def check_task_data(task: str, data_dir: Path | None) -> None:
     """Fail before any model loads if a task has nothing to read."""
+    spec = task_registry.get(task)
+    if spec.data.hub is not None:
+        return
     train, test = task_files(task, data_dir)
     if train is None and test is None:
-        spec = TASKS[task]
+        folder = data_folder(spec, data_dir)
+        where = (
+            f"`bench data fetch {task}` or point --data-dir/{DATA_ENV} at the FinLoRA data"
+            if (spec.data.in_data_dir)
+            else f"put the files there or fix 'data' in {spec.file}"
+        )
         raise DataError(
-            f"task {task!r}: no data in {data_dir / spec.folder} (looked for "
-            f"{', '.join(spec.train_files + spec.test_files)}); "
-            f"point --data-dir/{DATA_ENV} at the FinLoRA data"
+            f"task {task!r}: no data in {folder} (looked for "
+            f"{', '.join(spec.data.train + spec.data.test)}); {where}"
         )
 
 
-def load_splits(task: str, data_dir: Path) -> Splits:
-    """A task's train and test rows. Read and hashed once per process while the files stay unchanged
-    (a run asks for the same task from the CLI's check, the planner and the report)."""
-    if task not in TASKS:
-        raise DataError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+def load_splits(task: str, data_dir: Path | None) -> Splits:
+    """A task's train and test rows as {context, target}. Read and hashed once per process while the
+    files stay unchanged (a run asks for the same task from the CLI's check, the planner and the report)."""
+    try:
+        spec = task_registry.get(task)
+    except TaskError as exc:
+        raise DataError(str(exc)) from exc
+    if spec.data.hub is not None:
+        return _load_hub(spec)
     check_task_data(task, data_dir)
-    files = tuple(p for p in task_files(task, data_dir))
+    files = task_files(task, data_dir)
     stamps = tuple(None if p is None else (p.stat().st_mtime_ns, p.stat().st_size) for p in files)
-    return _load_splits(task, files, stamps)
+    return _load_splits(spec, files, stamps)
 
 
 @lru_cache(maxsize=64)
-def _load_splits(task: str, files: tuple[Path | None, Path | None], stamps: tuple) -> Splits:
+def _load_splits(spec: TaskSpec, files: tuple[Path | None, Path | None], stamps: tuple) -> Splits:
+    from bench.core.tables_io import read_table
+
     train_path, test_path = files
     sums = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files if p is not None}
-    if train_path is not None and test_path is not None:
-        train, test = load_rows(train_path), load_rows(test_path)
-        note = "published splits"
-        local = False
+    raw = {
+        side: None if p is None else (read_table(p, spec.data.format), str(p))
+        for side, p in (("train", train_path), ("test", test_path))
+    }
+    return _splits(
+        spec, raw, sums, f"{(train_path or test_path).parent.name}/{(train_path or test_path).name}"
+    )
+
+
+def _load_hub(spec: TaskSpec) -> Splits:
+    from bench.core.tables_io import read_hub
+
+    hub = spec.data.hub
+    raw = {
+        side: None if split is None else (read_hub(spec, split), f"{hub.path}[{split}]")
+        for side, split in (("train", hub.train), ("test", hub.test))
+    }
+    revision = {f"{hub.path}@{hub.revision or 'unpinned'}": hub.revision or ""}
+    return _splits(spec, raw, revision, f"{hub.path}[{hub.train or hub.test}]")
+
+
+def _splits(spec: TaskSpec, raw: dict, sums: dict, source: str) -> Splits:
+    rendered = {side: None if r is None else render_rows(spec, *r) for side, r in raw.items()}
+    if rendered["train"] is not None and rendered["test"] is not None:
+        train, test, local, note = rendered["train"], rendered["test"], False, "published splits"
     else:
-        source = train_path or test_path
-        rows = load_rows(source)
-        test = [r for r in rows if in_local_test(r["context"])]
-        train = [r for r in rows if not in_local_test(r["context"])]
+        rows = rendered["train"] if rendered["train"] is not None else rendered["test"]
+        rule = spec.split
+        test = [r for r in rows if in_local_test(_group(spec, r), rule.seed, rule.test_fraction)]
+        train = [r for r in rows if not in_local_test(_group(spec, r), rule.seed, rule.test_fraction)]
         local = True
         note = (
-            f"local split of {source.parent.name}/{source.name} ({1 - LOCAL_TEST_FRACTION:.0%} train / "
-            f"{LOCAL_TEST_FRACTION:.0%} test by input hash): not comparable with the paper"
+            f"local split of {source} ({1 - rule.test_fraction:.0%} train / "
+            f"{rule.test_fraction:.0%} test by input hash): not comparable with the paper"
         )
-    if not test:
-        raise DataError(f"task {task!r}: the test split is empty ({test_path or train_path})")
+    for side, rows in (("test", test), ("train", train)):
+        if not rows and (side == "test" or rendered["train"] is not None):
+            raise DataError(f"task {spec.name!r} ({spec.file}): the {side} split is empty ({source})")
+    names = {side: None if r is None else r[1] for side, r in raw.items()}
     info = SplitInfo(
-        task=task,
-        train_file=str(train_path) if train_path else None,
-        test_file=str(test_path) if test_path else None,
+        task=spec.name,
+        train_file=names["train"],
+        test_file=names["test"],
         train_rows=len(train),
         test_rows=len(test),
         local_split=local,
         note=note,
         sha256=sums,
     )
-    return Splits(train=train, test=test, info=info)
+    return Splits(train=[_pair(r) for r in train], test=[_pair(r) for r in test], info=info)
+
+
+def _pair(row: dict) -> dict:
+    return {"context": row["context"], "target": row["target"]}
+
+
+def _group(spec: TaskSpec, row: dict) -> str:
+    group = spec.split.group_by
+    if group == GROUP_FINLORA_INPUT:
+        return group_key(row["context"])
+    return row["context"] if group is None else str(row["_columns"][group])
+
+
+def render_rows(spec: TaskSpec, rows: list[dict], source: str) -> list[dict]:
+    """{context, target, _columns} per row; a missing column, an empty value or a target outside the
+    label set names the row and the fix."""
+    from bench.core.task_parse import renderer
+
+    needed = template_columns(spec.prompt) | template_columns(spec.target)
+    group = spec.split.group_by
+    needed |= {group} if group not in (None, GROUP_FINLORA_INPUT) else set()
+    prompt, target = renderer(spec.prompt), renderer(spec.target)
+    out = []
+    for number, row in enumerate(rows, start=1):
+        missing = sorted(c for c in needed if c not in row)
+        if missing:
+            raise DataError(
+                f"{source} row {number}: no column {', '.join(map(repr, missing))} (task file {spec.file}); "
+                f"the row has {', '.join(map(repr, row))}: fix the templates or the data"
+            )
+        empty = sorted(c for c in needed if row[c] is None)
+        if empty:
+            raise DataError(
+                f"{source} row {number}: column {', '.join(map(repr, empty))} is empty; "
+                "fill it or remove the row"
+            )
+        label = target(row)
+        label = spec.label_map.get(label, label)
+        if spec.is_label and label not in spec.labels:
+            raise DataError(
+                f"{source} row {number}: target {label!r} is not a label of task {spec.name!r} "
+                f"({', '.join(spec.labels)}); add it to answer.labels or label_map in {spec.file}, "
+                "or fix the row"
+            )
+        out.append({"context": prompt(row), "target": label, "_columns": row})
+    return out
+
+
+def data_sha256(task: str, data_dir: Path | None) -> dict:
+    """The task's data files and their sha256, as the record and (for user tasks) the cell key see them."""
+    return dict(load_splits(task, data_dir).info.sha256)

@@ -21,20 +21,21 @@ Format (see matrices/*.yaml):
 from __future__ import annotations
 
 import difflib
-import itertools
 import re
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import yaml
 
-from bench.core.catalog import TRAINING_SETS
+from bench.core import axes as axis_registry
+from bench.core import expand
+from bench.core.catalog import training_sets
 from bench.core.cell import (
     BATCHINGS,
-    BITS,
     LOSS_LOGITS,
     OPTIMIZERS,
     PRECISIONS,
+    PROMPT_FORMATS,
     SCORERS,
     WEIGHTS,
     Cell,
@@ -46,12 +47,9 @@ from bench.core.comparisons import Comparison, parse_comparisons, unmatched
 from bench.core.methods import METHODS
 from bench.models.sources import source_of
 
-AXES = ("model", "bits", "rank", "task", "gpus", "eval_bits", "batch", "seed", "method", "protocol", "nodes")
-# absent: the settings decide, and cell ids carry no variant
-OPTIONAL_AXES = ("batch", "seed", "method", "protocol", "nodes")
 TOP_KEYS = (
     "name", "description", "models", "axes", "base", "exclude", "train", "eval", "overrides", "deviations",
-    "compare",
+    "compare", "tasks_dir", "prompt_format",
 )  # fmt: skip
 MODEL_KEYS = tuple(f.name for f in fields(ModelSpec) if f.name != "name")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -70,9 +68,10 @@ class Matrix:
     # Where the matrix departs from the source it reproduces, each with its reason: shown in the report.
     deviations: tuple[str, ...] = ()
     comparisons: tuple[Comparison, ...] = ()  # the matrix's `compare` (empty: the report's defaults)
+    axes: tuple[str, ...] = ()  # the axes the matrix names (canonical names, bench.core.axes)
 
 
-def load(path: str | Path) -> Matrix:
+def load(path: str | Path, sets: dict | None = None, tasks_dirs: tuple[Path, ...] = ()) -> Matrix:
     path = Path(path)
     if not path.is_file():
         raise MatrixError(f"{path}: no such matrix file")
@@ -82,10 +81,12 @@ def load(path: str | Path) -> Matrix:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise MatrixError(f"{path}:{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from exc
-    return parse(raw, path)
+    return parse(raw, path, sets, tasks_dirs)
 
 
-def parse(raw, path: Path) -> Matrix:
+def parse(raw, path: Path, sets: dict | None = None, tasks_dirs: tuple[Path, ...] = ()) -> Matrix:
+    """A validated Matrix. `sets` are command-line overrides ({"train.lr": 2e-4}: every cell gets them);
+    `tasks_dirs` are extra task folders (--tasks-dir) beside the matrix's own `tasks_dir`."""
     ctx = _Context(path)
     if not isinstance(raw, dict):
         ctx.fail("", "the file must be a mapping with keys like 'models', 'axes', 'train'")
@@ -93,38 +94,57 @@ def parse(raw, path: Path) -> Matrix:
     name = raw.get("name", path.stem)
     if not isinstance(name, str) or not NAME_RE.match(name):
         ctx.fail("name", "use letters, digits, '.', '_' or '-'")
+    task_files = user_tasks(ctx, raw.get("tasks_dir"), tasks_dirs)
     models = _models(ctx, raw.get("models"))
-    combos = _combinations(ctx, raw.get("axes"))
-    train_defaults = _config(ctx, TrainConfig, raw.get("train", {}), "train")
-    eval_defaults = _config(ctx, EvalConfig, raw.get("eval", {}), "eval")
-    overrides = _overrides(ctx, raw.get("overrides", []))
+    combos, named = expand.combinations(ctx, _with_prompt_format(ctx, raw))
+    defaults = (_config(ctx, TrainConfig, raw.get("train", {}), "train"),
+                _config(ctx, EvalConfig, raw.get("eval", {}), "eval"))  # fmt: skip
+    overrides = _overrides(ctx, raw.get("overrides", [])) + _command_line(ctx, sets or {}, named)
     excludes = _excludes(ctx, raw.get("exclude", []))
     base = raw.get("base", False)
     if not isinstance(base, bool):
         ctx.fail("base", "must be true or false")
-
     cells: dict[str, Cell] = {}
     for combo in combos:
         _check_values(ctx, combo, models)
-        rows = [combo] + ([{**combo, "bits": None, "rank": None}] if base else [])
-        for values in rows:
-            if any(_matches(rule, values) for rule in excludes):
-                continue
-            cell = _cell(ctx, values, models, train_defaults, eval_defaults, overrides)
-            cells.setdefault(cell.key, cell)
+        for values in [combo] + ([{**combo, "bits": None, "rank": None}] if base else []):
+            if not any(_matches(rule, values) for rule in excludes):
+                cell = _cell(ctx, values, models, defaults, overrides, named, task_files)
+                cells.setdefault(cell.key, cell)
     if not cells:
         ctx.fail("exclude", "every cell is excluded; loosen 'exclude'")
+    return Matrix(
+        name=name, description=str(raw.get("description", "")), path=path, cells=tuple(cells.values()),
+        deviations=_deviations(ctx, raw), comparisons=_comparisons(ctx, raw, tuple(cells.values())),
+        axes=named,
+    )  # fmt: skip
+
+
+def _with_prompt_format(ctx, raw: dict):
+    """The axes, with a top-level `prompt_format: chat` as a one-value axis (it is one setting of all)."""
+    axes = raw.get("axes")
+    if "prompt_format" not in raw:
+        return axes
+    if raw["prompt_format"] not in PROMPT_FORMATS:
+        ctx.fail("prompt_format", f"{raw['prompt_format']!r} is not one of {', '.join(PROMPT_FORMATS)}")
+    if isinstance(axes, dict) and "prompt_format" in axes:
+        ctx.fail("prompt_format", "is also an axis; give it in one place")
+    return {**axes, "prompt_format": [raw["prompt_format"]]} if isinstance(axes, dict) else axes
+
+
+def _deviations(ctx, raw: dict) -> tuple[str, ...]:
     deviations = raw.get("deviations", [])
     if not isinstance(deviations, list) or not all(isinstance(d, str) and d.strip() for d in deviations):
         ctx.fail("deviations", "must be a list of sentences: the setting, the source's value, ours and why")
-    comparisons = parse_comparisons(raw.get("compare", []), AXES, ctx)
-    for i in unmatched(comparisons, tuple(cells.values())):
+    return tuple(deviations)
+
+
+def _comparisons(ctx, raw: dict, cells: tuple[Cell, ...]) -> tuple[Comparison, ...]:
+    comparisons = parse_comparisons(raw.get("compare", []), ctx)
+    for i in unmatched(comparisons, cells):
         ctx.fail(f"compare[{i}]", "pairs no two cells: a and b must select cells that differ only in the "
                  "axes they name (same model, task, seed...); check the values against the axes")  # fmt: skip
-    return Matrix(
-        name=name, description=str(raw.get("description", "")), path=path, cells=tuple(cells.values()),
-        deviations=tuple(deviations), comparisons=comparisons,
-    )  # fmt: skip
+    return comparisons
 
 
 class _Context:
@@ -172,62 +192,16 @@ def _check_source(ctx: _Context, key: str, spec: dict) -> None:
         ctx.fail(f"{key}.{field}", fix)
 
 
-def _combinations(ctx: _Context, raw) -> list[dict]:
-    if not isinstance(raw, dict):
-        ctx.fail("axes", "give the axes as a mapping: model, bits, rank, task (gpus, eval_bits optional)")
-    groups: list[list[dict]] = []
-    seen: set[str] = set()
-    for name, values in raw.items():
-        if not isinstance(values, list) or not values:
-            ctx.fail(f"axes.{name}", "must be a non-empty list")
-        if all(isinstance(v, dict) for v in values):  # a linked axis
-            linked = set(values[0])
-            for i, entry in enumerate(values):
-                ctx.check_keys(entry, AXES, f"axes.{name}[{i}].")
-                if set(entry) != linked:
-                    ctx.fail(
-                        f"axes.{name}[{i}]",
-                        f"every entry of a linked axis needs the same keys {sorted(linked)}",
-                    )
-            names, options = linked, values
-        else:
-            ctx.check_keys({name: None}, AXES, "axes.")
-            names, options = {name}, [{name: v} for v in values]
-        if names & seen:
-            ctx.fail(f"axes.{name}", f"axis {sorted(names & seen)} is given twice")
-        seen |= names
-        groups.append(options)
-    defaults = {"gpus": [{"gpus": 1}], "eval_bits": [{"eval_bits": 8}]}
-    for axis in AXES:
-        if axis not in seen and axis not in OPTIONAL_AXES:
-            if axis not in defaults:
-                ctx.fail("axes", f"missing axis '{axis}'")
-            groups.append(defaults[axis])
-    return [{k: v for part in choice for k, v in part.items()} for choice in itertools.product(*groups)]
-
-
 def _check_values(ctx: _Context, combo: dict, models: dict) -> None:
     if combo["model"] not in models:
         close = difflib.get_close_matches(str(combo["model"]), list(models), n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"define it under 'models' ({', '.join(models)})"
         ctx.fail("axes.model", f"unknown model {combo['model']!r}; {hint}")
-    if combo["task"] not in TRAINING_SETS:
-        close = difflib.get_close_matches(str(combo["task"]), list(TRAINING_SETS), n=1)
-        hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(TRAINING_SETS)}"
-        ctx.fail("axes.task", f"unknown task {combo['task']!r}; {hint}")
-    for axis, allowed in (("bits", BITS), ("eval_bits", BITS)):
-        if combo[axis] not in allowed or isinstance(combo[axis], bool):
-            ctx.fail(f"axes.{axis}", f"{combo[axis]!r} is not one of {', '.join(map(str, allowed))}")
-    for axis in ("rank", "gpus", "batch", "nodes"):
-        if axis not in combo:
-            continue
-        if not isinstance(combo[axis], int) or isinstance(combo[axis], bool) or combo[axis] <= 0:
-            ctx.fail(f"axes.{axis}", f"{combo[axis]!r} must be a positive whole number")
-    if "seed" in combo and (not isinstance(combo["seed"], int) or isinstance(combo["seed"], bool)
-                            or combo["seed"] < 0):  # fmt: skip
-        ctx.fail("axes.seed", f"{combo['seed']!r} must be a whole number >= 0, e.g. seed: [1, 2]")
-    if "method" in combo:
-        _check_method(ctx, "axes.method", combo["method"])
+    sets = training_sets()
+    if combo["task"] not in sets:
+        close = difflib.get_close_matches(str(combo["task"]), list(sets), n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(sets)}"
+        ctx.fail("axes.task", f"unknown task {combo['task']!r}; {hint} (a task of your own: tasks_dir)")
     if combo["gpus"] % combo.get("nodes", 1):
         ctx.fail(
             "axes.nodes",
@@ -243,6 +217,40 @@ def _check_method(ctx: _Context, key: str, method) -> None:
         ctx.fail(key, f"unknown LoRA method {method!r}; {hint}")
 
 
+def user_tasks(ctx: _Context, raw, extra: tuple[Path, ...]) -> dict:
+    """Register the task files of `tasks_dir` (relative to the matrix file) and --tasks-dir folders;
+    {task name: TaskFile} for the cells that use them."""
+    from bench.core.task_content import register_folders
+
+    folders = [raw] if isinstance(raw, str) else raw or []
+    if not isinstance(folders, list) or not all(isinstance(r, str) and r for r in folders):
+        ctx.fail("tasks_dir", "a folder (or a list of folders) of task files, relative to this matrix")
+    folders = [ctx.path.parent / r for r in folders] + list(extra)
+    try:
+        return register_folders(folders)
+    except Exception as exc:  # TaskError / DataError: already names the file, the key and the fix
+        if type(exc).__name__ not in ("TaskError", "DataError"):
+            raise
+        raise MatrixError(f"{ctx.path}: key 'tasks_dir': {exc}") from exc
+
+
+def _command_line(ctx: _Context, sets: dict, named: tuple[str, ...]) -> list[tuple[dict, dict, dict]]:
+    """--set name=value as a last override that applies to every cell."""
+    train, evals = {}, {}
+    for name, value in sets.items():
+        axis = expand.axis_name(ctx, name, f"--set {name}")
+        if axis in named:
+            ctx.fail(f"--set {name}", "is an axis of this matrix; change its values in the file instead")
+        where, field = axis_registry.AXES[axis].target
+        if where == "cell":
+            ctx.fail(f"--set {name}", "sets a cell's axis; --set takes train.*, eval.* and lora.* settings")
+        (train if where == "train" else evals)[field] = value
+    if not (train or evals):
+        return []
+    train = _config(ctx, TrainConfig, train, "--set train")
+    return [({}, train, _config(ctx, EvalConfig, evals, "--set eval"))]
+
+
 def _config(ctx: _Context, cls, raw, prefix: str):
     if not isinstance(raw, dict):
         ctx.fail(prefix, "must be a mapping of settings")
@@ -256,27 +264,12 @@ def _config(ctx: _Context, cls, raw, prefix: str):
 
 
 def _coerce(ctx: _Context, key: str, type_text: str, value):
-    optional = "None" in type_text
-    if value is None:
-        if optional:
-            return None
-        ctx.fail(key, "must not be empty")
-    if type_text.startswith("tuple"):
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",")]
-        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
-            ctx.fail(key, "must be a list of names, e.g. [q_proj, k_proj, v_proj]")
-        return tuple(value)
-    expected = type_text.split("|")[0].strip()
-    checks = {
-        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-        "bool": lambda v: isinstance(v, bool),
-        "str": lambda v: isinstance(v, str),
-    }
-    if not checks[expected](value):
-        ctx.fail(key, f"must be {'a whole number' if expected == 'int' else 'a ' + expected}, not {value!r}")
-    return float(value) if expected == "float" else value
+    if type_text.startswith("tuple") and isinstance(value, str):
+        value = [v.strip() for v in value.split(",")]
+    problem = axis_registry.setting_problem(type_text, value)
+    if problem:
+        ctx.fail(key, problem)
+    return axis_registry.convert_setting(type_text, value)
 
 
 def _overrides(ctx: _Context, raw) -> list[tuple[dict, dict, dict]]:
@@ -288,58 +281,43 @@ def _overrides(ctx: _Context, raw) -> list[tuple[dict, dict, dict]]:
         if not isinstance(entry, dict) or not isinstance(entry.get("when"), dict):
             ctx.fail(key, "each override needs 'when': {axis: value or list}")
         ctx.check_keys(entry, ("when", "train", "eval"), f"{key}.")
-        ctx.check_keys(entry["when"], AXES, f"{key}.when.")
+        when = expand.canonical_keys(ctx, entry["when"], f"{key}.when.")
         train = _config(ctx, TrainConfig, entry.get("train", {}), f"{key}.train")
         evals = _config(ctx, EvalConfig, entry.get("eval", {}), f"{key}.eval")
-        out.append((entry["when"], train, evals))
+        out.append((when, train, evals))
     return out
 
 
 def _excludes(ctx: _Context, raw) -> list[dict]:
     if not isinstance(raw, list) or not all(isinstance(r, dict) and r for r in raw):
         ctx.fail("exclude", "must be a list of non-empty mappings like {model: x, bits: 16}")
-    for i, rule in enumerate(raw):
-        ctx.check_keys(rule, AXES, f"exclude[{i}].")
-    return raw
+    return [expand.canonical_keys(ctx, rule, f"exclude[{i}].") for i, rule in enumerate(raw)]
 
 
 def _matches(rule: dict, values: dict) -> bool:
     return all(values.get(k) in (v if isinstance(v, list) else [v]) for k, v in rule.items())
 
 
-def _cell(ctx, values, models, train_defaults, eval_defaults, overrides) -> Cell:
-    train, evals = dict(train_defaults), dict(eval_defaults)
+def _cell(ctx, values, models, defaults, overrides, named, task_files) -> Cell:
+    train, evals = dict(defaults[0]), dict(defaults[1])
     for when, train_over, eval_over in overrides:
         if _matches(when, values):
             train.update(train_over)
             evals.update(eval_over)
-    base = values["bits"] is None
-    parts = []
-    if "batch" in values and not base:  # a base row has no training: one row whatever the batch
-        train["batch_per_gpu"] = values["batch"]
-        parts.append(f"b{values['batch']}")
-    if "method" in values and not base:  # named by config_label ("4bit-r4-dora"), not the variant
-        train["method"] = values["method"]
-    if "seed" in values and not base:
-        train["seed"] = values["seed"]
-        parts.append(f"s{values['seed']}")
-    if "protocol" in values:
-        evals["protocol"] = values["protocol"]
+    cell_fields, parts, carried = expand.apply(values, train, evals, named)
     variant = with_protocol(ctx, evals, values, "__".join(parts))
+    base = values["bits"] is None
     train_config = None if base else _validated_train(ctx, TrainConfig(**train), values)
     eval_config = _validated_eval(ctx, EvalConfig(**evals))
-    return Cell(
-        model=models[values["model"]],
-        task=values["task"],
-        bits=values["bits"],
-        rank=values["rank"],
-        gpus=values["gpus"],
-        eval_bits=values["eval_bits"],
-        train=train_config,
-        eval=eval_config,
-        variant=variant,
-        nodes=values.get("nodes", 1),
-    )
+    cell = expand.build_cell(models[values["model"]], values, train_config, eval_config, cell_fields, variant,
+                             carried)  # fmt: skip
+    used = [task_files[t] for t in _tasks_of(values["task"]) if t in task_files]
+    return replace(cell, task_files=tuple(used)) if used else cell
+
+
+def _tasks_of(training_set: str) -> tuple[str, ...]:
+    spec = training_sets()[training_set]
+    return tuple(dict.fromkeys(spec.train_tasks + spec.eval_tasks))
 
 
 def _validated_train(ctx: _Context, config: TrainConfig, values: dict) -> TrainConfig:

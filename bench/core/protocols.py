@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bench.core.catalog import TASKS
+from bench.core import tasks as task_registry
 
 DEFAULT_PROTOCOL = "bench"
 DEFAULT_SEED = 1234  # lm-eval's default torch seed (stock runs seed torch with it once, bench per cell)
@@ -59,7 +59,7 @@ class Protocol:
     name: str
     source: str  # whose code it reproduces, with the file
     decoding: Decoding
-    max_new_tokens: dict[str, int]  # task family -> new tokens
+    max_new_tokens: dict[str, int]  # answer type (label | extraction) -> new tokens, where a task sets none
     eos: str  # all: every eos id the model knows; tokenizer: tokenizer.eos_token_id only
     scored_text: str  # first_line | after_answer | after_last_answer
     scorer: str
@@ -68,10 +68,15 @@ class Protocol:
     test_variants: dict[str, str] = field(default_factory=dict)  # catalog task -> variant evaluated
     eval_bits: int | None = None  # the inference precision behind the source's numbers
     seeded: bool = False  # whether the decoding draws random numbers (the record keeps the seed)
+    # The lm-eval base file (tasks/lm-eval/_*.yaml) a task's generated YAML includes, per answer type.
+    lm_eval_base: dict[str, str] = field(default_factory=dict)
 
     def max_new(self, task: str) -> int:
-        family = TASKS[task].family
-        return self.max_new_tokens.get(family, self.max_new_tokens["default"])
+        return self.budget(task_registry.get(task))
+
+    def budget(self, spec) -> int:
+        """The task file's new-token budget for this protocol, else the protocol's for its answer type."""
+        return spec.max_new_tokens.get(self.name, self.max_new_tokens[spec.answer])
 
     def batch_size(self, model_name: str, training_set: str) -> int | None:
         """The source's evaluation batch, for cells whose matrix does not set one."""
@@ -103,17 +108,18 @@ PROTOCOLS: dict[str, Protocol] = {
             name="bench",
             source="bench's default",
             decoding=Decoding(sample=False),
-            max_new_tokens={"default": 10, "xbrl": 30},
+            max_new_tokens={"label": 10, "extraction": 30},
             eos="all",
             scored_text="first_line",
             scorer="finlora",
             task_suffix="",
+            lm_eval_base={"label": "_label.yaml", "extraction": "_xbrl.yaml"},
         ),
         Protocol(
             name="finlora-2024",
             source="FinLoRA c1003e8 benchmarks/*.py (arXiv 2412.11378)",
             decoding=Decoding(sample=True, temperature=0.6, top_p=0.9),
-            max_new_tokens={"default": 20},
+            max_new_tokens={"label": 20, "extraction": 20},
             eos="tokenizer",
             scored_text="after_answer",
             scorer="finlora",
@@ -122,17 +128,19 @@ PROTOCOLS: dict[str, Protocol] = {
             test_variants={"fiqa_sa": "fiqa_sa_fingpt"},  # fiqa.py:61-64: the FinGPT split
             eval_bits=16,  # test_all.py: quantization_config commented out (bf16)
             seeded=True,
+            lm_eval_base={"label": "_finlora2024.yaml", "extraction": "_finlora2024.yaml"},
         ),
         Protocol(
             name="finlora-2025",
             source="Open-Finance-Lab/FinLoRA test/test_dataset.py + test/inference.py (arXiv 2505.19819)",
             decoding=Decoding(sample=False, note="FinLoRA: temperature 1e-5, greedy in effect"),
-            max_new_tokens={"default": 10, "xbrl": 20},
+            max_new_tokens={"label": 10, "extraction": 20},
             eos="tokenizer",
             scored_text="after_last_answer",
             scorer="finlora2025",
             task_suffix="_finlora2025",
             batch_sizes={"default": 1},  # run_all_adapters.sh
+            lm_eval_base={"label": "_finlora2025_label.yaml", "extraction": "_finlora2025_xbrl.yaml"},
         ),
     )
 }
@@ -157,7 +165,7 @@ def scored_text(kind: str, continuation: str, task: str) -> str:
     if kind == "first_line":
         return answer_text(continuation)
     if kind == "after_answer":
-        if TASKS[task].family == "xbrl":
+        if task_registry.get(task).answer == "extraction":  # FinLoRA 2024's XBRL split
             return continuation.split("\nAnswer:")[0].strip()
         return continuation.split("Answer: ")[0]
     if kind == "after_last_answer":

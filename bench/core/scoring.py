@@ -16,6 +16,9 @@ output, then sklearn accuracy and weighted F1 on the mapped labels (gold first):
   starts with the target (the paper split its outputs after "Answer:" and stripped them). For
   F1 the prediction is the target when correct, else the output text, as FinLoRA's
   test_dataset.py does.
+- any other label task (a user's task file, `finlora_rule: generic`): the first label of the task
+  file's list found in the lowercased output as a plain substring, else "" (wrong). A task's
+  labels, its answer type and its rule come from its task file (bench.core.tasks).
 The paper's NWGI script called accuracy_score/f1_score with (prediction, gold) swapped, which
 changes weighted F1 (weights come from the first argument's support). We always pass gold first.
 
@@ -49,32 +52,17 @@ from functools import lru_cache
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 
-from bench.core.catalog import TASKS
+from bench.core import tasks as task_registry
 
 SCORERS = ("finlora", "strict", "finlora2025")
 MISSING = "missing"
 
-SENTIMENT3 = ("negative", "neutral", "positive")
-NWGI_LEVELS = (
-    "strong negative",
-    "moderately negative",
-    "mildly negative",
-    "neutral",
-    "mildly positive",
-    "moderately positive",
-    "strong positive",
-)
-# The gold label set of each classification task as it appears in the data (the strict
-# scorer's labels). XBRL answers are open strings: no label set.
-LABELS: dict[str, tuple[str, ...]] = {
-    "fpb": SENTIMENT3,
-    "fiqa_sa": SENTIMENT3,
-    "tfns": SENTIMENT3,
-    "nwgi": NWGI_LEVELS,
-    "headline": ("Yes", "No"),
-    "ner": ("location", "organization", "person"),
-}
-LABELS.update({t.name: LABELS[t.variant_of] for t in TASKS.values() if t.variant_of in LABELS})
+
+
+def labels_of(task: str) -> tuple[str, ...]:
+    """The gold label set of a classification task as its task file declares it (the strict scorer's
+    labels); () for an extraction task, whose answers are open strings."""
+    return task_registry.get(task).labels
 
 
 def answer_text(output: str) -> str:
@@ -116,6 +104,13 @@ def finlora_ner(text: str) -> str:
     return next((label for label in ("organization", "person", "location") if label in low), "")
 
 
+def finlora_generic(text: str, labels: Sequence[str]) -> str:
+    """FinLoRA's rule carried over to any label set: the first label, in the task file's order, that the
+    lowercased text contains as a plain substring; "" when none is (counted wrong, as FinLoRA's "")."""
+    low = text.lower()
+    return next((label for label in labels if label.lower() in low), "")
+
+
 _FINLORA_MAPS: dict[str, Callable[[str], str]] = {
     "sentiment": finlora_sentiment,
     "headline": finlora_headline,
@@ -150,10 +145,11 @@ def finlora2025_pairs(outputs: Sequence[str], targets: Sequence[str]) -> tuple[l
     return list(targets), preds
 
 
-def _family(task: str) -> str:
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
-    return TASKS[task].family
+def _spec(task: str):
+    try:
+        return task_registry.get(task)
+    except task_registry.TaskError as exc:
+        raise ValueError(str(exc)) from exc
 
 
 def _xbrl_pairs(outputs: Sequence[str], targets: Sequence[str], scorer: str) -> tuple[list, list]:
@@ -174,15 +170,16 @@ def mapped_labels(
     if not targets:
         raise ValueError(f"nothing to score for task {task!r}: no targets")
     outputs, targets = [str(o) for o in outputs], [str(t) for t in targets]
-    family = _family(task)
+    spec = _spec(task)
     if scorer == "finlora2025":
         return finlora2025_pairs(outputs, targets)
-    if family == "xbrl":
+    if not spec.is_label:
         return _xbrl_pairs(outputs, targets, scorer)
+    labels = spec.labels
     if scorer == "finlora":
-        to_label = _FINLORA_MAPS[family]
+        rule = _FINLORA_MAPS.get(spec.finlora_rule)
+        to_label = rule or (lambda text: finlora_generic(text, labels))
         return [to_label(t) for t in targets], [to_label(o) for o in outputs]
-    labels = LABELS[task]
     return [first_label(t, labels) for t in targets], [first_label(o, labels) for o in outputs]
 
 
@@ -214,7 +211,7 @@ def _score(task: str, outputs: tuple[str, ...], targets: tuple[str, ...], scorer
         "weighted_f1": _weighted_f1(gold, pred, _f1_labels(gold, scorer)),
         "n": len(gold),
     }
-    if scorer == "strict" and _family(task) != "xbrl":
+    if scorer == "strict" and _spec(task).is_label:
         result["missing"] = sum(p == MISSING for p in pred) / len(pred)
     return result
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.core.catalog import TRAINING_SETS
+from bench.core.catalog import training_set
 from bench.core.cell import Cell
 from bench.core.comparisons import pairs
 from bench.core.records import RunRecord, Status
@@ -47,7 +47,7 @@ def paired_rows(
         if not _ok(tuned) or not _ok(base):
             continue
         scorer = pair.a.eval.scorer
-        for task in TRAINING_SETS[pair.a.task].eval_tasks:
+        for task in training_set(pair.a.task).eval_tasks:
             name = f"{task}/{scorer}"
             rows = [
                 samples(r, task) if samples else "no results directory: samples not read"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from bench.core.catalog import TRAINING_SETS
+from bench.core.catalog import training_set
 from bench.core.cell import Cell, ModelSpec
 from bench.core.data import DataError, load_splits
 from bench.core.records import Phase
@@ -46,7 +46,7 @@ def longest_tokens(cell: Cell, data_dir: Path | None) -> int:
     if data_dir is None:
         return cap
     try:
-        tasks = TRAINING_SETS[cell.task].train_tasks
+        tasks = training_set(cell.task).train_tasks
         rows = [r for t in tasks for r in load_splits(t, data_dir).train]
     except DataError:
         return cap

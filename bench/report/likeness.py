@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import PurePath
 
 from bench.core import protocols
-from bench.core.catalog import TASKS
+from bench.core.catalog import tasks as known_tasks
 
 TEXTS = {
     "first_line": "first non-empty line",
@@ -35,12 +35,19 @@ class Likeness:
 
 def published_task(task: str) -> str:
     """The published task a (variant) task is compared with: fiqa_sa_fingpt -> fiqa_sa."""
-    return (TASKS[task].variant_of if task in TASKS else None) or task
+    spec = known_tasks().get(task)
+    return (spec.variant_of if spec else None) or task
 
 
 def source_test_file(block: dict, task: str) -> str:
     task = published_task(task)
-    return (block.get("bench_test_files") or {}).get(task) or f"{TASKS[task].folder}/test.jsonl"
+    return (block.get("bench_test_files") or {}).get(task) or _default_test_file(task)
+
+
+def _default_test_file(task: str) -> str:
+    """A task's first test file as the records name it (its data folder / file name)."""
+    spec = known_tasks()[task]
+    return f"{spec.folder_name}/{spec.data.test[0] if spec.data.test else '(local split)'}"
 
 
 def source_eval_bits(block: dict, key: str) -> int | None:
@@ -101,7 +108,7 @@ def _draws(decoding: protocols.Decoding) -> tuple:
 
 def _split(block: dict, task: str, score: dict, split: dict) -> tuple[list[str], list[str]]:
     """(label differences, split differences)."""
-    mine = score.get("test_file") or _short(split.get("test_file")) or f"{TASKS[task].folder}/test.jsonl"
+    mine = score.get("test_file") or _short(split.get("test_file")) or _default_test_file(task)
     theirs = source_test_file(block, task)
     labels, rows = [], []
     if split.get("local_split") or score.get("local_split"):

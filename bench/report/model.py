@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.core import protocols
-from bench.core.catalog import TASKS, TRAINING_SETS
+from bench.core.catalog import tasks as known_tasks
+from bench.core.catalog import training_sets
 from bench.core.cell import Cell
 from bench.core.metrics import Metric
 from bench.core.records import Phase, RunRecord, Status
@@ -181,10 +182,12 @@ def variant_names(cell: Cell, prefix: str) -> bool:
 
 
 def eval_tasks(cell: Cell) -> tuple[str, ...]:
-    tasks = TRAINING_SETS[cell.task].eval_tasks if cell.task in TRAINING_SETS else (cell.task,)
+    sets = training_sets()
+    tasks = sets[cell.task].eval_tasks if cell.task in sets else (cell.task,)
     # A protocol may score a task on its source's split (finlora-2024: fiqa_sa_fingpt).
     return tuple(protocols.get(cell.eval.protocol).test_task(t) for t in tasks)
 
 
 def task_order(task: str) -> int:
-    return list(TASKS).index(task) if task in TASKS else len(TASKS)
+    names = list(known_tasks())
+    return names.index(task) if task in names else len(names)

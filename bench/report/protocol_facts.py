@@ -12,7 +12,9 @@ from bench.report.model import CellState
 
 def describe(name: str) -> str:
     p = protocols.get(name)
-    tokens = ", ".join(f"{'labels' if f == 'default' else f} {n}" for f, n in p.max_new_tokens.items())
+    budgets = p.max_new_tokens
+    tokens = (f"{budgets['label']} (tasks may set their own)" if len(set(budgets.values())) == 1
+              else f"labels {budgets['label']}, extraction {budgets['extraction']}")  # fmt: skip
     decoding = p.decoding.describe("recorded per cell") if p.decoding.sample else p.decoding.describe()
     return (
         f"{name}: {decoding}; new tokens {tokens}; {EOS[p.eos]}; scores the {TEXTS[p.scored_text]} "

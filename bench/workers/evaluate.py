@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from bench.core import protocols
-from bench.core.catalog import TASKS, TRAINING_SETS
+from bench.core import tasks as task_registry
+from bench.core.catalog import training_set
 from bench.core.data import load_splits
 from bench.core.methods import refusal
 from bench.core.outcomes import STARTED, EvalMetrics, Outcome
@@ -120,7 +121,7 @@ def evaluate_cell(
     from bench.workers.lm import BenchLM
 
     protocol = protocols.get(cell.eval.protocol)
-    tasks = [protocol.test_task(t) for t in TRAINING_SETS[cell.task].eval_tasks]  # data tasks scored
+    tasks = [protocol.test_task(t) for t in training_set(cell.task).eval_tasks]  # data tasks scored
     lm_tasks = {task: task + protocol.task_suffix for task in tasks}  # their lm-eval task names
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     gen_kwargs = {"max_gen_toks": cell.eval.max_new_tokens} if cell.eval.max_new_tokens else None
@@ -215,7 +216,8 @@ def task_scores(task, outputs, targets, cell, results, data_dir, lm_task, seed) 
     max_new = (config.get("generation_kwargs") or {}).get("max_gen_toks")
     info = load_splits(task, data_dir).info
     protocol = protocols.get(cell.eval.protocol)
-    test_file = f"{TASKS[task].folder}/{Path(info.test_file).name}" if info.test_file else None
+    folder = task_registry.get(task).folder_name
+    test_file = f"{folder}/{Path(info.test_file).name}" if info.test_file else None
     how = {"protocol": protocol.name, "scored_text": protocol.scored_text, "eos": protocol.eos,
            "seed": seed if protocol.decoding.sample else None, "test_file": test_file}  # fmt: skip
     local = info.local_split

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench.core.catalog import TASKS_DIR, TRAINING_SETS
+from bench.core.catalog import TASKS_DIR, training_set
 from bench.core.mixes import MIXES, mix_order
 from bench.workers.truncation import PromptTooLong, fit_prompt, refuse_unfit
 
@@ -71,21 +71,21 @@ class TrainingRow:
     target: str
 
 
-def training_rows(training_set: str, data_dir: Path, limit: int | None, seed: int) -> list[TrainingRow]:
+def training_rows(set_name: str, data_dir: Path, limit: int | None, seed: int) -> list[TrainingRow]:
     """A training set's rows in training order: a mix (bench.core.mixes) repeats its parts and orders
     them with its own seeded permutation; any other set is its tasks' rows shuffled with the cell's
     seed (the order training_pairs gives)."""
     from lm_eval.tasks import get_task_dict
 
-    tasks = TRAINING_SETS[training_set].train_tasks
+    tasks = training_set(set_name).train_tasks
     task_dict = get_task_dict(list(tasks), task_manager(data_dir))
     per_task = {}
     for name in tasks:
         task = task_dict[name]
         pairs = ((task.doc_to_text(d), str(task.doc_to_target(d))) for d in task.training_docs())
         per_task[name] = [TrainingRow(name, i, *pair) for i, pair in enumerate(pairs, start=1)]
-    if training_set in MIXES:
-        order = mix_order(MIXES[training_set], {name: len(rows) for name, rows in per_task.items()})
+    if set_name in MIXES:
+        order = mix_order(MIXES[set_name], {name: len(rows) for name, rows in per_task.items()})
         rows = [per_task[name][i] for name, i in order]
     else:
         rows = [row for name in tasks for row in per_task[name]]

@@ -155,10 +155,10 @@ def tokenized_dataset(args, tokenizer):
     """prompt + target + EOS, labels -100 on the prompt (the usual SFT recipe)."""
     from datasets import Dataset
 
-    from bench.core.catalog import TRAINING_SETS
+    from bench.core.catalog import training_set
     from bench.workers.examples import training_pairs
 
-    tasks = TRAINING_SETS[args.task].train_tasks
+    tasks = training_set(args.task).train_tasks
     pairs = training_pairs(tasks, args.data_dir, args.train_limit, args.seed)
 
     def tokenize(row):

@@ -19,7 +19,7 @@ from dataclasses import astuple
 import torch
 import torch.distributed as dist
 
-from bench.core.catalog import TRAINING_SETS
+from bench.core.catalog import training_set
 from bench.core.data import load_splits
 from bench.core.flops import FlopCount
 from bench.core.methods import lora_switches, refusal
@@ -151,7 +151,7 @@ def train_cell(cell, cell_dir, data_dir, timing_steps: int | None = None) -> Out
     flop_model, flops_note = lora_step(model, cell)
     trainable, total = model.get_nb_trainable_parameters()
 
-    train_tasks = TRAINING_SETS[cell.task].train_tasks
+    train_tasks = training_set(cell.task).train_tasks
     rows = training_rows(cell.task, data_dir, cfg.train_limit, cfg.seed)
     encoded = encode_rows(tokenizer, rows, cfg.max_seq_len)  # refuses rows that cannot fit, by name
     optimizer, fallback = choose_optimizer(cfg.optimizer, device)

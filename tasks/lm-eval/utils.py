@@ -14,14 +14,15 @@ try:
     import bench  # noqa: F401
 except ImportError:
     # A stock `lm_eval --include_path tasks` run from elsewhere, with bench not installed:
-    # tasks/ sits beside bench/ in the repository.
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    # tasks/lm-eval/ sits two levels below the repository's top, beside bench/.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import datasets
 
 from bench.core.data import load_splits, resolve_data_dir
 from bench.core.protocols import scored_text
 from bench.core.scoring import answer_text, score
+from bench.core.tasks import REGISTRY
 
 METRICS = {
     "acc_finlora": ("finlora", "accuracy"),
@@ -45,9 +46,22 @@ def _split(rows: list[dict], task: str) -> datasets.Dataset:
     )
 
 
-def load_dataset(bench_task: str, data_dir: str | None = None, **_metadata) -> datasets.DatasetDict:
-    """lm-eval calls this with the task's metadata (version, model args, ...) and dataset_kwargs."""
-    splits = load_splits(bench_task, resolve_data_dir(data_dir))
+def load_dataset(
+    bench_task: str,
+    bench_task_file: str | None = None,
+    bench_task_sha256: str | None = None,
+    data_dir: str | None = None,
+    **_metadata,
+) -> datasets.DatasetDict:
+    """lm-eval calls this with the task's metadata (version, model args, ...) and dataset_kwargs.
+
+    A user's task names its task file (bench.core.task_yaml writes it into the YAML): registering it
+    here lets this process score it too (process_results and the metrics look the task up by name)."""
+    if bench_task_file:
+        REGISTRY.add_file(Path(bench_task_file), bench_task_sha256)
+    spec = REGISTRY.get(bench_task)
+    folder = resolve_data_dir(data_dir) if spec.data.in_data_dir else None
+    splits = load_splits(bench_task, folder)
     return datasets.DatasetDict(
         {"train": _split(splits.train, bench_task), "test": _split(splits.test, bench_task)}
     )
