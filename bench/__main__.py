@@ -18,6 +18,7 @@ from bench.core.data import DataError, check_task_data, load_splits, resolve_dat
 from bench.core.matrix import Matrix, MatrixError, load
 from bench.core.records import Status
 from bench.core.store import Store, StoreError, latest
+from bench.core.tasks import TaskError
 from bench.gate.speed import WARMUP_STEPS
 from bench.gate.speed_run import REPETITIONS, STEPS
 from bench.orchestration.cluster import ClusterError
@@ -26,7 +27,28 @@ from bench.planning import fit
 from bench.planning.fit import SKIPPED, unfit
 
 RESULTS_ENV = "BENCH_RESULTS"
-USER_ERRORS = (MatrixError, DataError, StoreError, BusyError, ClusterError)
+USER_ERRORS = (MatrixError, DataError, StoreError, BusyError, ClusterError, TaskError)
+
+
+def load_matrix(args) -> Matrix:
+    """The matrix with the command line's --set overrides and --tasks-dir folders."""
+    return load(args.matrix, parse_sets(args.set or []), tuple(Path(d) for d in args.tasks_dir or []))
+
+
+def parse_sets(items: list[str]) -> dict:
+    """--set train.lr=2e-4 -> {"train.lr": "2e-4"} (values read as YAML: numbers, lists, booleans)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip():
+            raise MatrixError(f"--set {item!r}: write NAME=VALUE, e.g. --set train.lr=2e-4")
+        try:
+            out[name.strip()] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            raise MatrixError(f"--set {item!r}: the value is not valid YAML ({exc})") from exc
+    return out
 
 
 def results_dir(args) -> Path:
@@ -52,7 +74,7 @@ def select(matrix: Matrix, pattern: str | None) -> Matrix:
 def cmd_plan(args) -> int:
     from bench.planning.planner import predict
 
-    matrix = select(load(args.matrix), args.only)
+    matrix = select(load_matrix(args), args.only)
     records = Store(results_dir(args)).records()
     last = latest(records)
     data_dir = _optional_data_dir(args)
@@ -95,7 +117,7 @@ def cmd_run(args) -> int:
     from bench.orchestration.launch import Launcher
     from bench.orchestration.runner import run
 
-    matrix = select(load(args.matrix), args.only)
+    matrix = select(load_matrix(args), args.only)
     data_dir = resolve_data_dir(args.data_dir)
     _check_data(matrix, data_dir)
     store = Store(results_dir(args))
@@ -146,7 +168,7 @@ def _refuse_multinode(steps: list) -> None:
 
 
 def cmd_report(args) -> int:
-    matrix = load(args.matrix)
+    matrix = load_matrix(args)
     skipped = unfit(matrix.cells, _optional_data_dir(args), fit.visible_gpu_gb())
     _report(matrix, Store(results_dir(args)), Path(args.reports_dir), skipped)
     return 0
@@ -168,20 +190,29 @@ def _report(matrix: Matrix, store: Store, out_dir: Path, skipped: dict[str, str]
 
 def cmd_tasks(args) -> int:
     from bench.core.catalog import TASKS_DIR
+    from bench.core.task_yaml import stale_builtin_yamls, user_yaml_dir, write_yamls
+    from bench.core.tasks import REGISTRY, builtin_tasks
 
+    user = [spec for folder in args.tasks_dir or [] for spec in REGISTRY.add_folder(Path(folder))]
+    if args.write:
+        written = write_yamls(list(builtin_tasks().values()), TASKS_DIR)
+        print(f"{len(written)} lm-eval YAMLs in {TASKS_DIR}")
+        return 0
+    include = user_yaml_dir(user) if user else TASKS_DIR
     if args.path:  # for stock lm-eval: lm_eval --include_path "$(bench tasks --path)" ...
-        print(TASKS_DIR)
+        print(include)
         return 0
     from bench.workers.taskcheck import check_tasks, list_tasks
 
     if args.check:
-        data_dir = resolve_data_dir(args.data_dir)
-        problems = check_tasks(TASKS_DIR, metadata={"data_dir": str(data_dir)})
+        data_dir = _optional_data_dir(args)
+        problems = [] if user else stale_builtin_yamls(list(builtin_tasks().values()))
+        problems += check_tasks(include, metadata={"data_dir": str(data_dir) if data_dir else None})
         for problem in problems:
             print(f"problem: {problem}", file=sys.stderr)
-        print(f"{len(problems)} problems in {TASKS_DIR}")
+        print(f"{len(problems)} problems in {include}")
         return 1 if problems else 0
-    print("\n".join(list_tasks(TASKS_DIR)))
+    print("\n".join(list_tasks(include)))
     return 0
 
 
@@ -223,7 +254,7 @@ def cmd_check(args) -> int:
     from bench.core.samples import SampleReader
     from bench.gate.check import CheckError, gate
 
-    matrix = load(args.matrix)
+    matrix = load_matrix(args)
     if args.speed_reps < 1 or args.speed_steps <= WARMUP_STEPS:
         raise MatrixError(
             f"--speed-reps needs >= 1 and --speed-steps > {WARMUP_STEPS} (the warm-up steps are not timed)"
@@ -233,6 +264,8 @@ def cmd_check(args) -> int:
         from bench.orchestration.launch import Launcher
 
         run_argv = ["run", args.matrix, "--no-report", "--results-dir", str(results_dir(args))]
+        run_argv += [f"--set={item}" for item in args.set or []]
+        run_argv += [f"--tasks-dir={folder}" for folder in args.tasks_dir or []]
         cmd_run(parser().parse_args(run_argv + (["--data-dir", args.data_dir] if args.data_dir else [])))
         store = Store(results_dir(args))
         if not args.no_speed:
@@ -275,12 +308,21 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--results-dir", help=f"where records.jsonl lives (env {RESULTS_ENV}; default results/)"
     )
+    matrix_opts = argparse.ArgumentParser(add_help=False)
+    matrix_opts.add_argument(
+        "--set", action="append", metavar="NAME=VALUE",
+        help="override a setting for every cell, e.g. --set train.lr=2e-4 --set lora.alpha=32 (repeatable)",
+    )  # fmt: skip
+    matrix_opts.add_argument(
+        "--tasks-dir", action="append", metavar="DIR",
+        help="a folder of your own task files, beside the matrix's tasks_dir (repeatable)",
+    )  # fmt: skip
     for name, func, help_text in (
         ("plan", cmd_plan, "list every cell with its status and the steps a run would take"),
         ("run", cmd_run, "train and evaluate the cells a matrix still needs, then write the report"),
         ("report", cmd_report, "render reports/<matrix>.md/.html/.csv from the records alone"),
     ):
-        s = sub.add_parser(name, parents=[common], help=help_text)
+        s = sub.add_parser(name, parents=[common, matrix_opts], help=help_text)
         s.add_argument("matrix", help="a matrix YAML, e.g. matrices/smoke.yaml")
         s.set_defaults(func=func)
         if name != "report":
@@ -318,6 +360,13 @@ def parser() -> argparse.ArgumentParser:
         "--path", action="store_true", help="print the folder of the task YAMLs (lm_eval --include_path)"
     )
     t.add_argument("--data-dir", help="the data folder the tasks read (env BENCH_DATA)")
+    t.add_argument(
+        "--tasks-dir", action="append", metavar="DIR",
+        help="your own task files: --path then prints the folder of their lm-eval YAMLs",
+    )  # fmt: skip
+    t.add_argument(
+        "--write", action="store_true", help="regenerate tasks/lm-eval/ from the built-in task files"
+    )
     t.set_defaults(func=cmd_tasks)
     doc = sub.add_parser(
         "doctor", parents=[common], help="what this machine can run: GPUs, CUDA, 0/1 Adam, disk"
@@ -325,8 +374,9 @@ def parser() -> argparse.ArgumentParser:
     doc.add_argument("--data-dir")
     doc.set_defaults(func=cmd_doctor)
     c = sub.add_parser(
-        "check", parents=[common], help="compare a matrix's records with a baseline; non-zero on regression"
-    )
+        "check", parents=[common, matrix_opts],
+        help="compare a matrix's records with a baseline; non-zero on regression",
+    )  # fmt: skip
     c.add_argument("matrix", help="a matrix YAML, e.g. matrices/ci.yaml")
     c.add_argument("--baseline", required=True, help="baseline JSON/YAML, e.g. baselines/ci.json")
     c.add_argument(

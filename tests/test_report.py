@@ -313,7 +313,7 @@ def test_memory_comparison_takes_the_published_column_of_each_batch():
     from dataclasses import replace
 
     cells = [
-        replace(make_cell(RANDOM, "ner", 4, 8, gpus=1), variant=f"b{b}",
+        replace(make_cell(RANDOM, "ner", 4, 8, gpus=1), variant=f"b{b}", axes=(("batch", b),),
                 train=TrainConfig(batch_per_gpu=b, max_steps=10))
         for b in (4, 8)
     ]  # fmt: skip

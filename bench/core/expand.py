@@ -41,7 +41,8 @@ def combinations(ctx, raw) -> tuple[list[dict], tuple[str, ...]]:
     for name, values in raw.items():
         if not isinstance(values, list) or not values:
             ctx.fail(f"axes.{name}", "must be a non-empty list")
-        if all(isinstance(v, dict) for v in values):  # a linked axis: its entries' values move together
+        linked = all(isinstance(v, dict) for v in values)
+        if linked:  # a linked axis: its entries' values move together
             options = [canonical_keys(ctx, entry, f"axes.{name}[{i}].") for i, entry in enumerate(values)]
             names = list(options[0])
             for i, entry in enumerate(options):
@@ -57,7 +58,7 @@ def combinations(ctx, raw) -> tuple[list[dict], tuple[str, ...]]:
             if axis in seen:
                 ctx.fail(f"axes.{name}", f"axis {axis!r} is given twice")
             for i, option in enumerate(options):
-                _check(ctx, axis, option[axis], f"axes.{name}" + (f"[{i}].{axis}" if name != axis else ""))
+                _check(ctx, axis, option[axis], f"axes.{name}" + (f"[{i}].{axis}" if linked else ""))
                 option[axis] = registry.AXES[axis].convert(option[axis])
         seen += names
         groups.append(options)

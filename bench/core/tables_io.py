@@ -19,8 +19,15 @@ def read_table(path: Path, fmt: str | None) -> list[dict]:
 
         table = datasets.load_dataset(kind, data_files={"rows": str(path)}, split="rows")
     except Exception as exc:  # datasets' own parse errors: name the file and the reader
+        if kind == "csv" and _header_only(path):
+            return []  # datasets refuses a CSV with no rows; it is an empty split, said as such later
         raise DataError(f"{path}: cannot read it as {kind} ({type(exc).__name__}: {exc})") from exc
     return table.to_list()
+
+
+def _header_only(path: Path) -> bool:
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        return sum(1 for line in fh if line.strip()) <= 1
 
 
 def read_hub(spec: TaskSpec, split: str) -> list[dict]:

@@ -153,10 +153,23 @@ def facts(
         ("Scorers", "; ".join(f"{n} ({SCORER_NOTES.get(n, 'see bench docs')})" for n in names)),
         ("Protocols", protocol_facts(states)),
         ("Decoding", _decoding(states)),
+        ("Prompt format", _prompt_formats(states)),
         ("Eval bits", ", ".join(sorted({f"{st.cell.eval_bits}-bit" for st in states}))),
         ("Eval limit", f"{', '.join(limits)} examples per task"),
         ("Records", f"{len(records)}{stale_text}"),
     )
+
+
+PROMPT_FORMAT_NOTES = {
+    "raw": "the task's prompt as it is, no chat template (FinLoRA's)",
+    "chat": "the tokenizer's chat template around the task's prompt, in training and evaluation",
+}
+
+
+def _prompt_formats(states) -> str:
+    used = Counter(st.cell.prompt_format for st in states)
+    return "; ".join(f"{name}: {PROMPT_FORMAT_NOTES[name]} ({n} cell{'s' * (n > 1)})"
+                     for name, n in used.items())  # fmt: skip
 
 
 def _hardware(records: list[RunRecord]) -> str:

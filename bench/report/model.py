@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.core import protocols
+from bench.core import axes, protocols
 from bench.core.catalog import tasks as known_tasks
 from bench.core.catalog import training_sets
 from bench.core.cell import Cell
@@ -157,7 +157,7 @@ def config_labels(cells: list[Cell]) -> dict[tuple, str]:
 
     def order(c: Cell):
         # Seeds and methods keep the matrix's order (a stable sort): a method's seeds stay side by side.
-        batch = c.train.batch_per_gpu if variant_names(c, "b") and c.train else 0
+        batch = c.train.batch_per_gpu if swept(c, "batch") and c.train else 0
         return (model_order[c.model.name], not c.is_base, -(c.bits or 0), c.rank or 0, c.gpus, c.eval_bits,
                 batch)  # fmt: skip
 
@@ -168,17 +168,26 @@ def config_labels(cells: list[Cell]) -> dict[tuple, str]:
         label += f" · {c.gpus} GPU" if len({g for g, _ in seen}) > 1 else ""
         label += f" · {c.nodes} nodes × {c.gpus_per_node} GPU" if c.nodes > 1 else ""
         label += f" · eval {c.eval_bits}-bit" if len({e for _, e in seen}) > 1 else ""
-        label += f" · batch {c.train.batch_per_gpu}" if variant_names(c, "b") and c.train else ""
+        label += f" · batch {c.train.batch_per_gpu}" if swept(c, "batch") and c.train else ""
         label += f" · {c.eval.protocol}" if c.eval.protocol != protocols.DEFAULT_PROTOCOL else ""
         label += " (random weights)" if c.model.weights == "random" else ""
-        label += f" · seed {c.train.seed}" if variant_names(c, "s") and c.train else ""
+        label += f" · seed {c.train.seed}" if swept(c, "seed") and c.train else ""
+        label += "".join(f" · {axes.AXES[name].label} {_shown(value)}" for name, value in c.axes
+                         if "." in name and value is not None)  # the setting axes it swept (lr, ...)
+        label += " · chat prompts" if c.prompt_format == "chat" else ""
         out.setdefault(config_key(c), label)
     return out
 
 
-def variant_names(cell: Cell, prefix: str) -> bool:
-    """Does the cell's variant name this axis ("b" batch, "s" seed: "b8__s1")?"""
-    return any(part[:1] == prefix and part[1:].isdigit() for part in cell.variant.split("__") if part)
+def swept(cell: Cell, axis: str) -> bool:
+    """Did the cell's matrix sweep this axis (its expansion carried a value for it)?"""
+    return any(name == axis and value is not None for name, value in cell.axes)
+
+
+def _shown(value) -> str:
+    if isinstance(value, tuple):
+        return ", ".join(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def eval_tasks(cell: Cell) -> tuple[str, ...]:

@@ -18,8 +18,8 @@ from bench.report.model import (
     config_key,
     config_labels,
     eval_tasks,
+    swept,
     task_order,
-    variant_names,
 )
 
 SPREAD_ACC = Metric("accuracy_seed_sd", "Acc", "%", "pct", False)
@@ -31,7 +31,7 @@ def seed_table(states: list[CellState], scorer: str) -> Table | None:
     labels = config_labels([st.cell for st in states])
     groups: dict[tuple[str, str], list[tuple[int, dict]]] = {}
     for st in states:
-        if st.cell.is_base or st.random or not variant_names(st.cell, "s") or st.outcome[0] != "ok":
+        if st.cell.is_base or st.random or not swept(st.cell, "seed") or st.outcome[0] != "ok":
             continue
         for task in eval_tasks(st.cell):
             score = st.score(task, scorer)

@@ -22,6 +22,7 @@ from bench.core.methods import refusal
 from bench.core.outcomes import STARTED, EvalMetrics, Outcome
 from bench.core.records import Phase, Status
 from bench.core.scoring import SCORERS, bootstrap_ci, score
+from bench.core.task_content import register_cell_tasks
 from bench.models.loading import compute_dtype, load_model, load_tokenizer, resolve_source
 from bench.models.random_weights import NOTE as RANDOM_NOTE
 from bench.workers import faults
@@ -120,6 +121,7 @@ def evaluate_cell(
 
     from bench.workers.lm import BenchLM
 
+    register_cell_tasks(cell.task_files)  # a user's task files: refused if changed since the cell was made
     protocol = protocols.get(cell.eval.protocol)
     tasks = [protocol.test_task(t) for t in training_set(cell.task).eval_tasks]  # data tasks scored
     lm_tasks = {task: task + protocol.task_suffix for task in tasks}  # their lm-eval task names

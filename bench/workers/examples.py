@@ -21,12 +21,17 @@ IGNORE = -100
 
 
 def task_manager(data_dir: Path):
+    """lm-eval's task index over bench's tasks and the user tasks this process registered
+    (bench.core.task_content.register_cell_tasks), whose YAMLs live in bench's cache."""
     from lm_eval.tasks import TaskManager
 
+    from bench.core.task_yaml import user_yaml_dir
+    from bench.core.tasks import REGISTRY
+
+    user = user_yaml_dir([s for s in REGISTRY.all().values() if not s.builtin])
+    paths = [str(TASKS_DIR)] + ([str(user)] if user else [])
     # include_defaults=False skips ~17 s of indexing lm-eval's stock tasks.
-    return TaskManager(
-        include_path=str(TASKS_DIR), include_defaults=False, metadata={"data_dir": str(data_dir)}
-    )
+    return TaskManager(include_path=paths, include_defaults=False, metadata={"data_dir": str(data_dir)})
 
 
 def training_pairs(

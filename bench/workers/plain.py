@@ -93,12 +93,14 @@ def run_cell(cell_dir: Path, data_dir: Path, timing_steps: int | None = None) ->
     """The worker: one cell's settings, bench's step count, an outcome file whatever happens."""
     from bench.core.outcomes import Outcome, PlainMetrics, outcome_path, read_outcome
     from bench.core.records import Phase, Status
+    from bench.core.task_content import register_cell_tasks
     from bench.models.loading import resolve_source
     from bench.workers.protocol import failure, read_cell, write_outcome
 
     cell = read_cell(cell_dir)
     trained = read_outcome(outcome_path(cell_dir, Phase.TRAIN)).get("metrics", {})
     try:
+        register_cell_tasks(cell.task_files)
         steps = int(timing_steps or trained.get("steps") or cell.train.max_steps or 0)
         if steps <= 0:
             raise ValueError(f"no train-outcome.json with a step count in {cell_dir}: train the cell first")

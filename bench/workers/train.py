@@ -26,6 +26,7 @@ from bench.core.methods import lora_switches, refusal
 from bench.core.mixes import MIXES, mix_note
 from bench.core.outcomes import Outcome, TrainMetrics
 from bench.core.records import Phase, Status
+from bench.core.task_content import register_cell_tasks
 from bench.models.loading import (
     compute_dtype,
     directory_bytes,
@@ -135,6 +136,7 @@ def build_model(cell, source: str, device: torch.device):
 def train_cell(cell, cell_dir, data_dir, timing_steps: int | None = None) -> Outcome:
     import deepspeed
 
+    register_cell_tasks(cell.task_files)  # a user's task files: refused if changed since the cell was made
     rank, world = dist.get_rank(), dist.get_world_size()
     device = pick_device(world)
     cfg = cell.train
