@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 
 import numpy as np
 import pyarrow as pa
@@ -125,3 +126,26 @@ def test_fiqa_fingpt_split_concatenates_then_splits_with_seed_42():
 def test_unknown_conversion_names_the_known_ones():
     with pytest.raises(ConversionError, match="unknown conversion 'fbp_train'; known: fpb_train"):
         convert("fbp_train", [b""])
+
+
+def test_ner_cls_asks_about_the_last_entity_with_the_notebooks_option_order():
+    conll = (
+        "-DOCSTART- -X- O O\n\n"
+        "Loan NN - O\nto TO - O\nEvergreen NNP - I-ORG\nSolar NNP - I-ORG\n"
+        "in IN - O\nParis NNP - I-LOC\n. . - O\n\n"
+        "No DT - O\nentity NN - O\n\n"
+    )
+    out = rows(convert("ner_cls_train", [conll.encode()]))
+    assert len(out) == 2 * 17  # two distinct entities, 17 templates each, all about the last one
+    assert {r["target"] for r in out} == {"location"}
+    assert out[0]["context"].startswith(
+        "Instruction: What is the entity type of 'Paris' in the input sentence."
+    )
+    assert out[0]["context"].endswith("\nInput: Loan to Evergreen Solar in Paris .\nAnswer: ")
+    rng = random.Random(0)
+    for _ in range(354_065):
+        rng.getrandbits(32)
+    for row in out:
+        options = ["location", "organization", "person"]
+        rng.shuffle(options)
+        assert f"\nOptions: {', '.join(options)}\n" in row["context"]

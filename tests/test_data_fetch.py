@@ -26,7 +26,7 @@ from bench.fetching.conversions import CONVERSIONS
 from bench.fetching.fetch import GITHUB_RAW, fetch, select_sources
 
 GIT_MIRRORS = Path("/work/.mirror")
-MIRRORED = ("fpb/test.jsonl", "fpb/train.jsonl", "fiqa_sa/train.jsonl", "ner/test.jsonl")
+MIRRORED = ("fpb/test.jsonl", "fpb/train.jsonl", "fiqa_sa/train.jsonl", "nwgi/test.jsonl")
 
 
 class Served:
@@ -121,23 +121,25 @@ def closed_port() -> int:
 
 def test_offline_says_what_to_put_where(tmp_path, capsys):
     out = tmp_path / "data"
-    code = main(["data", "fetch", "fpb", "ner", "--data-dir", str(out),
+    code = main(["data", "fetch", "fpb", "nwgi", "--data-dir", str(out),
                  "--mirror", f"http://127.0.0.1:{closed_port()}"])  # fmt: skip
     assert code == 2
     err = capsys.readouterr().err
     assert "cannot reach 127.0.0.1" in err and f"Put these files in {out}" in err
-    for source in select_sources(["fpb", "ner"]):
-        assert f"  {source.path}  sha256 {source.sha256}" in err
-    assert "not fetchable" in err  # ner/train.jsonl, with why
+    for source in select_sources(["fpb", "nwgi"]):
+        assert f"  {source.path}  sha256 {source.sha256 or 'unknown'}  (" in err
+    assert "fpb/test.jsonl  sha256 c9d0ea01a0e9" in err
+    assert "nwgi/train.jsonl  sha256 unknown  (not fetchable: FinLoRA's NWGI train split" in err
     assert not list(out.rglob("*.jsonl"))
 
 
 def test_not_fetchable_file_is_a_note(mirror, tmp_path, capsys):
     out = tmp_path / "data"
-    assert main(["data", "fetch", "ner", "--data-dir", str(out), "--mirror", mirror.url]) == 0
+    assert main(["data", "fetch", "nwgi", "--data-dir", str(out), "--mirror", mirror.url]) == 0
     printed = capsys.readouterr().out
-    assert f"not fetchable: put the file at {out / 'ner/train.jsonl'}" in printed
-    assert (out / "ner/test.jsonl").is_file()
+    assert f"not fetchable: put the file at {out / 'nwgi/train.jsonl'} (sha256 unknown)" in printed
+    assert (out / "nwgi/test.jsonl").is_file()
+    assert "/nwgi/train.jsonl" not in mirror.requests  # no sha256 to check it by: never fetched
 
 
 def test_unknown_task_and_no_folder_are_refused(tmp_path, capsys, monkeypatch):
@@ -149,7 +151,12 @@ def test_unknown_task_and_no_folder_are_refused(tmp_path, capsys, monkeypatch):
 
 
 def test_training_set_names_fetch_their_tasks():
-    assert {s.path for s in select_sources(["xbrl"])} == {"xbrl_tags/test.jsonl", "xbrl_value/test.jsonl"}
+    assert {s.path for s in select_sources(["xbrl"])} == {
+        "xbrl_tags/test.jsonl",
+        "xbrl_tags/train.jsonl",
+        "xbrl_value/test.jsonl",
+        "xbrl_value/train.jsonl",
+    }
 
 
 def test_every_task_has_sources_and_every_conversion_exists():
@@ -165,7 +172,9 @@ def test_every_task_has_sources_and_every_conversion_exists():
 
 
 def test_declared_hashes_are_those_of_the_data_folder(data_dir):
-    for s in {s.path: s for sources in all_sources().values() for s in sources}.values():
+    pinned = {s.path: s for sources in all_sources().values() for s in sources if s.sha256}.values()
+    assert len(pinned) == 15
+    for s in pinned:
         assert sha(data_dir / s.path) == s.sha256, s.path
 
 
@@ -177,6 +186,7 @@ def test_declared_hashes_are_those_of_the_data_folder(data_dir):
         ({"fpb": {"sources": [{"path": "a", "sha256": "0" * 64, "ulr": "x"}]}}, "unknown key 'ulr'"),
         ({"fpb": {"sources": [{"path": "a", "sha256": "0" * 64, "url": "http://x"}]}}, "https://"),
         ({"fpb": {"sources": [{"path": "a", "sha256": "0" * 64, "conversion": "c"}]}}, "needs 'inputs'"),
+        ({"fpb": {"sources": [{"path": "a"}]}}, "needs a 'note' saying why"),
         ({"fpb": []}, "key 'fpb': needs a 'sources:' list"),
     ],
 )

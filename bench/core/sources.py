@@ -3,7 +3,8 @@
 Pure data (no network, no torch): the values `bench data fetch` (bench.fetching) acts on. A Source is
 one file of the data folder: a byte copy of a pinned upstream file (`url`), the output of a named
 conversion of pinned upstream files (`conversion` + `inputs`), or neither (not fetchable: `note` says
-why and the user puts the file at `path`). Every file, fetched or put by hand, is checked by sha256.
+why and the user puts the file at `path`). Every file is checked by sha256 (a file nobody could pin has
+none: it is reported, never fetched).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class Upstream:
 @dataclass(frozen=True)
 class Source:
     path: str  # under the data folder, e.g. "fpb/test.jsonl"
-    sha256: str  # of the file as it must lie in the data folder
+    sha256: str | None  # of the file as it must lie there; None only for a file nobody could pin
     url: str | None = None  # a byte-for-byte copy of this file
     conversion: str | None = None  # a name in bench.fetching.conversions.CONVERSIONS
     inputs: tuple[Upstream, ...] = ()
@@ -89,7 +90,11 @@ def _source(entry, where: str) -> Source:
         raise SourceError(f"{where}: conversion {conversion!r} needs 'inputs' (each a url and a sha256)")
     if url is not None:
         _check_url(url, where)
-    return Source(path, _sha(entry.get("sha256"), where), url, conversion, inputs, str(entry.get("note", "")))
+    fetchable = url is not None or conversion is not None
+    sha256 = None if entry.get("sha256") is None and not fetchable else _sha(entry.get("sha256"), where)
+    if not fetchable and not entry.get("note"):
+        raise SourceError(f"{where}: a source without 'url' or 'conversion' needs a 'note' saying why")
+    return Source(path, sha256, url, conversion, inputs, str(entry.get("note", "")))
 
 
 def _upstream(entry, where: str) -> Upstream:

@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from bench.fetching.ner_cls import ner_cls_train
+
 SENTIMENT = "Please choose an answer from {negative/neutral/positive}."
 NEWS = f"What is the sentiment of this news? {SENTIMENT}"
 TWEET = f"What is the sentiment of this tweet? {SENTIMENT}"
@@ -167,6 +169,7 @@ CONVERSIONS: dict[str, Callable[[list[bytes]], bytes]] = {
         pixiu_fiqasa,
         pixiu_headlines,
         drop_doc_path,
+        ner_cls_train,
     )
 }
 

@@ -84,8 +84,8 @@ def fetch(sources: list[Source], data_dir: Path, mirror: str | None = None, upst
     for source in sources:
         target = data_dir / source.path
         if target.is_file():
-            got = sha256_file(target)
-            if got == source.sha256:
+            got = sha256_file(target) if source.sha256 else None
+            if got == source.sha256:  # None == None: a file nobody could pin, kept unchecked
                 counts["present"] += 1
                 echo(f"present  {source.path}")
             else:
@@ -94,7 +94,7 @@ def fetch(sources: list[Source], data_dir: Path, mirror: str | None = None, upst
                     f"expected {source.sha256}): move it away, then fetch again"
                 )
             continue
-        if offline or not (mirror or source.fetchable):
+        if offline or not (source.fetchable or (mirror and source.sha256)):
             by_hand.append(source)
             continue
         try:
@@ -124,7 +124,8 @@ def _finish(data_dir: Path, problems: list[str], by_hand: list[Source], offline:
     left = [s for s in by_hand if offline or not s.fetchable]
     if left and not offline:  # only files no source can give: a note, the tasks still run (local split)
         for s in left:
-            echo(f"not fetchable: put the file at {data_dir / s.path} (sha256 {s.sha256}): {s.note}")
+            sha256 = s.sha256 or "unknown"
+            echo(f"not fetchable: put the file at {data_dir / s.path} (sha256 {sha256}): {s.note}")
     if offline:
         problems.append(
             f"cannot reach {offline}: offline? Put these files in {data_dir} yourself (or pass --mirror URL "
@@ -144,7 +145,7 @@ def describe(source: Source) -> str:
         origin = f"conversion {source.conversion} of " + ", ".join(u.url for u in source.inputs)
     else:
         origin = f"not fetchable: {source.note}"
-    return f"{source.path}  sha256 {source.sha256}  ({origin})"
+    return f"{source.path}  sha256 {source.sha256 or 'unknown'}  ({origin})"
 
 
 def _obtain(source: Source, mirror: str | None, upstream: str, echo: Callable[[str], None]) -> bytes:
