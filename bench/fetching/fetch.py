@@ -17,6 +17,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.core.catalog import TRAINING_SETS
@@ -77,46 +78,62 @@ def fetch(sources: list[Source], data_dir: Path, mirror: str | None = None, upst
 
     `upstream` replaces https://raw.githubusercontent.com in the declared URLs (a proxy of raw GitHub).
     """
-    counts = {"fetched": 0, "present": 0}
-    problems: list[str] = []
-    by_hand: list[Source] = []  # not fetchable, or not fetched because offline
-    offline: str | None = None
+    tally = _Tally(echo)
     for source in sources:
         target = data_dir / source.path
         if target.is_file():
-            got = sha256_file(target) if source.sha256 else None
-            if got == source.sha256:  # None == None: a file nobody could pin, kept unchecked
-                counts["present"] += 1
-                echo(f"present  {source.path}")
-            else:
-                problems.append(
-                    f"{target} is already there but is not the file this source names (sha256 {got}, "
-                    f"expected {source.sha256}): move it away, then fetch again"
-                )
-            continue
-        if offline or not (source.fetchable or (mirror and source.sha256)):
-            by_hand.append(source)
-            continue
+            tally.check_present(source, target)
+        elif tally.offline or not (source.fetchable or (mirror and source.sha256)):
+            tally.by_hand.append(source)
+        else:
+            tally.get(source, target, lambda s=source: _obtain(s, mirror, upstream, echo))
+    echo(f"data folder {data_dir}: {tally.fetched} fetched, {tally.present} already present")
+    _finish(data_dir, tally.problems, tally.by_hand, tally.offline, mirror, echo)
+
+
+@dataclass
+class _Tally:
+    echo: Callable[[str], None]
+    fetched: int = 0
+    present: int = 0
+    problems: list[str] = field(default_factory=list)
+    by_hand: list[Source] = field(default_factory=list)  # not fetchable, or not fetched because offline
+    offline: str | None = None  # the host that could not be reached, and why
+
+    def check_present(self, source: Source, target: Path) -> None:
+        if source.sha256 is None:  # a file nobody could pin: kept as it is
+            self.present += 1
+            self.echo(f"present  {source.path} (no sha256 declared: not checked)")
+            return
+        got = sha256_file(target)
+        if got == source.sha256:
+            self.present += 1
+            self.echo(f"present  {source.path}")
+            return
+        self.problems.append(
+            f"{target} is already there but is not the file this source names (sha256 {got}, expected "
+            f"{source.sha256}): move it away, then fetch again"
+        )
+
+    def get(self, source: Source, target: Path, obtain: Callable[[], bytes]) -> None:
         try:
-            data = _obtain(source, mirror, upstream, echo)
+            data = obtain()
         except Offline as exc:
-            offline = str(exc)
-            by_hand.append(source)
-            continue
+            self.offline = str(exc)
+            self.by_hand.append(source)
+            return
         except Refused as exc:
             if not source.fetchable:  # the mirror lacks it too: the user's to put there
-                by_hand.append(source)
-                continue
-            problems.append(
-                f"{source.path}: {exc}; nothing was written to {target}. Fetch again, check the "
-                f"source (or the mirror's copy), or put a file with sha256 {source.sha256} there"
+                self.by_hand.append(source)
+                return
+            self.problems.append(
+                f"{source.path}: {exc}; nothing was written to {target}. Fetch again, check the source (or "
+                f"the mirror's copy), or put a file with sha256 {source.sha256} there"
             )
-            continue
+            return
         write_atomic(target, data)
-        counts["fetched"] += 1
-        echo(f"ok       {source.path}  {len(data):,} bytes, sha256 {source.sha256[:12]}")
-    echo(f"data folder {data_dir}: {counts['fetched']} fetched, {counts['present']} already present")
-    _finish(data_dir, problems, by_hand, offline, mirror, echo)
+        self.fetched += 1
+        self.echo(f"ok       {source.path}  {len(data):,} bytes, sha256 {source.sha256[:12]}")
 
 
 def _finish(data_dir: Path, problems: list[str], by_hand: list[Source], offline: str | None,
