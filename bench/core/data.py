@@ -53,7 +53,7 @@ def resolve_data_dir(flag: str | os.PathLike | None = None) -> Path:
     if not raw:
         raise DataError(
             f"no data directory: pass --data-dir or set {DATA_ENV} to the folder that holds "
-            "fpb/, ner/, ... (a copy of the FinLoRA data; see README 'Data')"
+            "fpb/, ner/, ... (a copy of the FinLoRA data: `bench data fetch`; see README 'Data')"
         )
     path = Path(raw).expanduser().resolve()
     if not path.is_dir():
@@ -109,7 +109,7 @@ def check_task_data(task: str, data_dir: Path) -> None:
         raise DataError(
             f"task {task!r}: no data in {data_dir / spec.folder} (looked for "
             f"{', '.join(spec.train_files + spec.test_files)}); "
-            f"point --data-dir/{DATA_ENV} at the FinLoRA data"
+            f"point --data-dir/{DATA_ENV} at the FinLoRA data, or get it: `bench data fetch {task}`"
         )
 
 
