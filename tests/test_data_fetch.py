@@ -52,10 +52,17 @@ class Served:
         self.thread.join()
 
 
+def loopback_direct(monkeypatch) -> None:
+    """Requests to 127.0.0.1 go straight there even where an HTTP proxy is configured."""
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(name, "127.0.0.1,localhost")
+
+
 @pytest.fixture
 def mirror(tmp_path, data_dir, monkeypatch):
     """A mirror laid out like the data folder: real copies, and fiqa_sa/test.jsonl with one byte changed."""
     monkeypatch.delenv("BENCH_DATA_MIRROR", raising=False)
+    loopback_direct(monkeypatch)
     root = tmp_path / "mirror"
     for rel in MIRRORED:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -119,7 +126,8 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-def test_offline_says_what_to_put_where(tmp_path, capsys):
+def test_offline_says_what_to_put_where(tmp_path, capsys, monkeypatch):
+    loopback_direct(monkeypatch)
     out = tmp_path / "data"
     code = main(["data", "fetch", "fpb", "nwgi", "--data-dir", str(out),
                  "--mirror", f"http://127.0.0.1:{closed_port()}"])  # fmt: skip
@@ -162,6 +170,11 @@ def test_training_set_names_fetch_their_tasks():
 def test_every_task_has_sources_and_every_conversion_exists():
     table = all_sources()
     assert set(table) == set(TASKS)
+    by_path: dict[str, set] = {}
+    for sources in table.values():
+        for s in sources:
+            by_path.setdefault(s.path, set()).add(s)
+    assert all(len(same) == 1 for same in by_path.values())  # a file two tasks share is declared alike
     for task, sources in table.items():
         assert sources, task
         folder = TASKS[task].folder
@@ -210,9 +223,10 @@ def _have_upstream() -> bool:
 
 
 @pytest.mark.skipif(not _have_upstream(), reason="upstream repositories not under /work/.mirror")
-def test_upstream_bytes_give_the_data_folder_files(tmp_path, data_dir):
+def test_upstream_bytes_give_the_data_folder_files(tmp_path, data_dir, monkeypatch):
     """Every fetchable file from the real upstream bytes (raw GitHub's layout served from the git
     repositories on this machine): byte copies and every conversion reproduce the data folder."""
+    loopback_direct(monkeypatch)
     raw = tmp_path / "raw"
     for url in _upstream_urls():
         git_dir, commit, path = _git_mirror(url)
