@@ -150,7 +150,7 @@ def _finish(data_dir: Path, problems: list[str], by_hand: list[Source], offline:
             + "\n".join(f"  {describe(s)}" for s in left)
         )
     if problems:
-        hint = "" if mirror or offline else "\nshared/data/README.md names every file's source"
+        hint = "" if mirror or offline else "\nbench/core/finlora_sources.yaml names every file's source"
         raise FetchError("\n".join(problems) + hint)
 
 
