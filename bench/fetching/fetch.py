@@ -171,7 +171,12 @@ def _obtain(source: Source, mirror: str | None, upstream: str, echo: Callable[[s
     if source.url:
         return _checked(_rebase(source.url, upstream), source.sha256, echo)
     inputs = [_checked(_rebase(u.url, upstream), u.sha256, echo) for u in source.inputs]
-    data = convert(source.conversion, inputs)
+    try:
+        data = convert(source.conversion, inputs)
+    except (ValueError, KeyError, IndexError) as exc:  # checked inputs, so a bug in bench: say which
+        raise Refused(
+            f"refused: conversion {source.conversion} failed on its checked inputs ({exc})"
+        ) from exc
     got = hashlib.sha256(data).hexdigest()
     if got != source.sha256:
         raise Refused(f"refused: conversion {source.conversion} gave sha256 {got}, expected {source.sha256}")
