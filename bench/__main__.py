@@ -219,6 +219,12 @@ def cmd_tasks(args) -> int:
 def cmd_data(args) -> int:
     from bench.core.catalog import tasks as known_tasks
 
+    if args.action == "fetch":
+        from bench.fetching.fetch import MIRROR_ENV, fetch, fetch_dir, select_sources
+
+        mirror = args.mirror or os.environ.get(MIRROR_ENV)
+        fetch(select_sources(args.tasks), fetch_dir(args.data_dir), mirror)
+        return 0
     data_dir = resolve_data_dir(args.data_dir)
     print(f"data directory {data_dir}")
     for task in known_tasks():
@@ -400,8 +406,17 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--update", action="store_true", help="rewrite the baseline from the current records")
     c.add_argument("--data-dir", help="the FinLoRA data folder, for --run (env BENCH_DATA)")
     c.set_defaults(func=cmd_check)
-    d = sub.add_parser("data", help="show what the data directory holds and which splits are local")
-    d.add_argument("--data-dir")
+    d = sub.add_parser("data", help="what the data directory holds; `data fetch [TASK...]` downloads it")
+    d.add_argument(
+        "action", nargs="?", choices=("fetch",), help="fetch: the tasks' public files, sha256-checked"
+    )
+    d.add_argument("tasks", nargs="*", metavar="TASK", help="tasks or training sets to fetch (default: all)")
+    d.add_argument("--data-dir", help="the data folder (env BENCH_DATA); fetch creates it")
+    d.add_argument(
+        "--mirror",
+        metavar="URL",
+        help="fetch from a copy laid out like the data folder (env BENCH_DATA_MIRROR)",
+    )
     d.set_defaults(func=cmd_data)
     return p
 

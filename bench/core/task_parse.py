@@ -81,8 +81,19 @@ def parse_task(raw, path: Path, sha256: str, builtin: bool) -> TaskSpec:
         label_map=_label_map(at, raw.get("label_map", {}), labels),
         variant_of=_optional_str(at, raw, "variant_of"),
         description=str(raw.get("description", "")),
-        sources=tuple(raw.get("sources") or ()),
+        sources=_sources(at, name, raw.get("sources")),
     )
+
+
+def _sources(at: _Where, name: str, raw) -> tuple:
+    from bench.core.sources import SourceError, parse_sources
+
+    if raw is None:
+        return ()
+    try:
+        return parse_sources({name: {"sources": raw}}, str(at.path))[name]
+    except SourceError as exc:
+        raise TaskError(str(exc)) from exc
 
 
 def _optional_str(at: _Where, raw: dict, key: str) -> str | None:
