@@ -59,6 +59,9 @@ class TrainConfig:
     method: str = "lora"  # lora | dora | rslora (bench.core.methods)
     loss_logits: str = "targets"  # targets | all (LOSS_LOGITS)
     batching: str = "length_grouped"  # length_grouped | random (BATCHINGS)
+    # Linear warmup over this fraction of the optimizer steps, then constant (DeepSpeed WarmupLR, as
+    # FinLoRA's --warmup_ratio); used instead of warmup_steps when set.
+    warmup_ratio: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ class EvalConfig:
 LATER_EVAL_FIELDS = {"protocol": "bench", "seed": None}
 LATER_TRAIN_FIELDS = {
     "weight_decay": 0.0, "var_freeze_step": None, "method": "lora",
-    "loss_logits": "targets", "batching": "length_grouped",
+    "loss_logits": "targets", "batching": "length_grouped", "warmup_ratio": 0.0,
 }  # fmt: skip
 
 

@@ -50,6 +50,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 
 from bench.core.catalog import TASKS
+from bench.core.ties import tie_fields
 
 SCORERS = ("finlora", "strict", "finlora2025")
 MISSING = "missing"
@@ -216,6 +217,8 @@ def _score(task: str, outputs: tuple[str, ...], targets: tuple[str, ...], scorer
     }
     if scorer == "strict" and _family(task) != "xbrl":
         result["missing"] = sum(p == MISSING for p in pred) / len(pred)
+    if scorer == "finlora2025":  # which rows FinLoRA's hash-ordered tie-break could flip (bench.core.ties)
+        result.update(tie_fields(outputs, targets))
     return result
 
 
