@@ -12,8 +12,8 @@ def test_warmup_ratio_gives_warmup_lr_over_that_share_of_the_steps_rounded_up():
     cfg = TrainConfig(warmup_ratio=0.03)
     assert warmup_steps(cfg, 1000) == 30 and warmup_steps(cfg, 101) == 4
     scheduler = deepspeed_config(cfg, 4, "adamw", 1000)["scheduler"]
-    assert scheduler == {"type": "WarmupLR",
-                         "params": {"warmup_min_lr": 0, "warmup_max_lr": cfg.lr, "warmup_num_steps": 30}}  # fmt: skip
+    params = {"warmup_min_lr": 0, "warmup_max_lr": cfg.lr, "warmup_num_steps": 30}
+    assert scheduler == {"type": "WarmupLR", "params": params}
     assert warmup_steps(TrainConfig(warmup_steps=10), 1000) == 10
     assert "scheduler" not in deepspeed_config(TrainConfig(), 1, "adamw", 1000)
 
