@@ -269,7 +269,8 @@ def test_report_rows_say_like_for_like_and_what_differs():
     ]  # fmt: skip
     records = []
     for cell in cells:
-        score, split = ours(cell.task, "finlora-2025", "finlora2025", accuracy=0.8, weighted_f1=0.8)
+        score, split = ours(cell.task, "finlora-2025", "finlora2025", accuracy=0.8, weighted_f1=0.8,
+                            tie_sensitive=3, tie_accuracy_range=[0.79, 0.8])  # fmt: skip
         for phase in ("train", "eval"):
             records.append(RunRecord(cell_key=cell.key, cell_id=cell.id, cell=cell.to_dict(), phase=phase,
                                      status="ok", started_at="2026-01-01T00:00:00+00:00",
@@ -284,6 +285,7 @@ def test_report_rows_say_like_for_like_and_what_differs():
     heads = [c.label for c in table.columns]
     rows = {r[0].text: r for r in table.rows if r[2].text == "arXiv 2505.19819"}
     assert rows["tfns"][heads.index("Like for like")].text == "no"
+    assert rows["tfns"][heads.index("Ours Acc")].detail == "ties: 3 rows, 79.0–80.0"  # both tie choices
     assert "labels: swapped in the source's test file" in rows["tfns"][heads.index("Differs")].text
     # bench trains TFNS on the card's labels (theirs swapped), bf16 not fp16, all of the train file
     assert rows["tfns_as_published"][heads.index("Like for like")].text == "no"
