@@ -73,6 +73,7 @@ def select(matrix: Matrix, pattern: str | None) -> Matrix:
 
 def cmd_plan(args) -> int:
     from bench.planning.planner import predict
+    from bench.planning.recipes import recipe_lines
 
     matrix = select(load_matrix(args), args.only)
     records = Store(results_dir(args)).records()
@@ -90,6 +91,7 @@ def cmd_plan(args) -> int:
     if too_big:
         steps = [s for s in steps if s.cell.key not in too_big]
         print(f"{len(too_big)} cells would not fit the visible GPUs; `bench run --force` runs them anyway")
+    print("\n".join(recipe_lines(list(matrix.cells))))
     print(f"{len(steps)} steps to run")
     if args.executor == "ray":
         from bench.orchestration.parallel_plan import parallel_view

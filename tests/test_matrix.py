@@ -105,8 +105,26 @@ def test_paper_2025_matrix_evaluates_each_adapter_at_its_training_bits():
     assert {(c.eval.protocol, c.eval.scorer, c.eval.batch_size) for c in m.cells} == {
         ("finlora-2025", "finlora2025", 1)
     }
-    assert {(c.train.lora_alpha, c.train.lora_dropout) for c in adapters} == {(16, 0.05)}
     assert m.deviations
+
+
+def test_paper_2025_rows_get_the_recipe_their_adapters_came_from():
+    """train_lora.py (alpha 32, dropout 0.1, 0/1 Adam, weight decay 0.005, 3% warmup, global batch 64,
+    the repeated sentiment mix) for LoRA/QLoRA sentiment, headline, NER; axolotl for XBRL, DoRA, rsLoRA."""
+    m = load(REPO / "matrices" / "paper-2025.yaml")
+    adapters = [c for c in m.cells if not c.is_base]
+    train_lora = [c for c in adapters if c.task != "xbrl" and c.train.method == "lora"]
+    axolotl = [c for c in adapters if c not in train_lora]
+    assert {c.task for c in train_lora} == {"sentiment_2025_mix", "headline", "ner"}
+    assert {(c.train.lora_alpha, c.train.lora_dropout, c.train.optimizer, c.train.weight_decay,
+             c.train.warmup_ratio, c.train.batch_per_gpu * c.train.grad_accum * c.gpus)
+            for c in train_lora} == {(32, 0.1, "zero_one_adam", 0.005, 0.03, 64)}  # fmt: skip
+    assert {(c.train.lora_alpha, c.train.lora_dropout, c.train.optimizer, c.train.warmup_steps)
+            for c in axolotl} == {(16, 0.05, "adamw", 10)}  # fmt: skip
+    xbrl = {c.train.batch_per_gpu * c.train.grad_accum * c.gpus for c in axolotl if c.task == "xbrl"}
+    assert xbrl == {32}
+    paper = load(REPO / "matrices" / "paper.yaml")
+    assert {c.train.warmup_ratio for c in paper.cells if c.train} == {0.03}
 
 
 def test_deviations_must_be_sentences():

@@ -162,10 +162,12 @@ def test_the_statistics_layers_import_no_torch():
 
 def test_dora_and_rslora_cells_are_not_matched_with_published_lora_rows():
     from bench.report.model import CellState
-    from bench.report.published import paper_key
+    from bench.report.published import SCORE_BLOCKS, load_published, paper_key
 
     m = parse({**MATRIX, "models": {"llama-3.1-8b": {"source": "meta-llama/Llama-3.1-8B-Instruct"}},
                "axes": {**MATRIX["axes"], "model": ["llama-3.1-8b"], "method": ["lora", "dora", "rslora"]}},
               Path("m.yaml"))  # fmt: skip
-    keys = {(c.train.method if c.train else "base"): paper_key(CellState(c, None, None)) for c in m.cells}
+    block = load_published()[SCORE_BLOCKS[0]]
+    keys = {(c.train.method if c.train else "base"): paper_key(CellState(c, None, None), block)
+            for c in m.cells}  # fmt: skip
     assert keys == {"base": "8b_base", "lora": "8b_4bit_r4", "dora": None, "rslora": None}

@@ -30,7 +30,7 @@ ENV = {
 }
 H100 = "NVIDIA H100 80GB HBM3"
 LLAMA = ModelSpec("llama-3.1-8b", "meta-llama/Llama-3.1-8B-Instruct")
-RANDOM = ModelSpec("llama-3.1-8b-arch", "configs/llama-3.1-8b", weights="random")
+RANDOM = ModelSpec("llama-3.1-8b-arch", "llama-3.1-8b-instruct", weights="random")
 TINY = ModelSpec("tiny", "tiny")
 
 
@@ -233,7 +233,9 @@ def test_comparison_with_published(report):
     assert paper[3] == "strict" and paper[4] == "84.16" and paper[5] == "74.0" and paper[6] == "-10.16"
     interim = by_source["interim 2024-11 (88c507a)"]
     assert interim[3] == "finlora" and interim[4] == "86.47" and interim[6] == "-2.47"
-    assert interim[10] == "no" and interim[11] == "scorer, labels, F1 order"
+    assert interim[10] == "no" and interim[11].startswith("model, training labels, bits, rank, method")
+    assert interim[11].endswith("scorer, labels, F1 order")
+    assert "Training: training data: ours fpb, theirs FinGPT fingpt-sentiment-train" in interim[12]
     assert "decoding: ours greedy, theirs sampled (T 0.6, top-p 0.9" in interim[12]
     assert "eval bits: ours 8, theirs 16" in interim[12] and "rows: ours the first 200" in interim[12]
     assert paper[10] == "no" and "scorer: ours strict, theirs finlora2025" in paper[12]  # records before it
@@ -244,7 +246,17 @@ def test_comparison_with_published(report):
                     "llama-3.1-8b-arch 4bit-r4 (random weights)": "33.00"}  # fmt: skip
     row = next(r for r in memory.rows if r[0].text.startswith("llama-3.1-8b-arch"))
     assert [e.text for e in row] == ["llama-3.1-8b-arch 4bit-r4 (random weights)", "4 (× 4 GPU)", "2.36M",
-                                     "2.36M", "4.02", "5.70", "8.25", "33.00", "+24.750"]  # fmt: skip
+                                     "2.36M", "4.02", "5.70", "8.25", "33.00", "+24.750",
+                                     row[-1].text]  # fmt: skip
+    assert row[-1].text.split("; ") == [
+        "gradient checkpointing: ours off, theirs on", "LoRA weights: ours fp32, theirs fp16",
+        "embeddings, norms and lm_head: ours fp32 (prepare_model_for_kbit_training), theirs fp16",
+        "weights: ours random, theirs pretrained",
+        "tokenizer: ours a BPE trained on the task text, theirs Llama 3.1's own (128k vocabulary) "
+        "(so sequence lengths differ)",
+        "sequence length: ours cut at 512 tokens, theirs no truncation",
+        "GPUs: ours the sum over 4 GPUs, theirs one process's max_memory_allocated",
+    ]  # fmt: skip
 
 
 def test_header_facts_and_problem_lists(report):

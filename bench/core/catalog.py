@@ -39,6 +39,12 @@ MULTI_TASK_SETS: dict[str, TrainingSet] = {
             ("fpb", "fiqa_sa", "tfns", "nwgi"),
             ("fpb", "fiqa_sa", "tfns", "tfns_as_published", "nwgi"),
         ),
+        # FinLoRA 2025's sentiment adapters as trained (bench.core.mixes: FPB x6, FiQA x21, TFNS x2, NWGI x1).
+        TrainingSet(
+            "sentiment_2025_mix",
+            ("fpb", "fiqa_sa", "tfns", "nwgi"),
+            ("fpb", "fiqa_sa", "tfns", "tfns_as_published", "nwgi"),
+        ),
         # The same adapter on the paper's own mix (bench.core.mixes: repeats and seeded order), FiQA on
         # FinGPT's split for training and test (its train split holds 180 of the flare test's 233 texts).
         TrainingSet(

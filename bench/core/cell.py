@@ -60,6 +60,9 @@ class TrainConfig:
     method: str = "lora"  # lora | dora | rslora (bench.core.methods)
     loss_logits: str = "targets"  # targets | all (LOSS_LOGITS)
     batching: str = "length_grouped"  # length_grouped | random (BATCHINGS)
+    # Linear warmup over this fraction of the optimizer steps, then constant (DeepSpeed WarmupLR, as
+    # FinLoRA's --warmup_ratio); used instead of warmup_steps when set.
+    warmup_ratio: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ class EvalConfig:
 LATER_EVAL_FIELDS = {"protocol": "bench", "seed": None}
 LATER_TRAIN_FIELDS = {
     "weight_decay": 0.0, "var_freeze_step": None, "method": "lora",
-    "loss_logits": "targets", "batching": "length_grouped",
+    "loss_logits": "targets", "batching": "length_grouped", "warmup_ratio": 0.0,
 }  # fmt: skip
 
 
@@ -96,7 +99,7 @@ class TaskFile:
 @dataclass(frozen=True)
 class Cell:
     model: ModelSpec
-    task: str  # a training set name from bench.core.catalog.TRAINING_SETS
+    task: str  # a training set name (bench.core.catalog.training_sets())
     bits: int | None  # None = base model row (no adapter, evaluation only)
     rank: int | None
     gpus: int

@@ -65,6 +65,17 @@ MIXES: dict[str, Mix] = {
         source="FinGPT fingpt-sentiment-train, the sentiment training set of arXiv 2412.11378",
         published_rows=76_772,
     ),
+    # FinLoRA 2025's sentiment adapters (shared/reference/FINLORA-PROTOCOLS.md, inferred from the
+    # adapter cards' step counts: 4 GPUs, global batch 64, 1116 steps an epoch): the same repeats on the
+    # flare FiQA split (750 rows); data/process_sentiment_train.py:122-124 at HEAD has the repeat lines
+    # commented out, so the adapters predate that edit. TFNS on the dataset card's labels (theirs swapped).
+    "sentiment_2025_mix": Mix(
+        name="sentiment_2025_mix",
+        parts=(MixPart("fpb", 6), MixPart("fiqa_sa", 21), MixPart("tfns", 2), MixPart("nwgi", 1)),
+        seed=42,
+        source="FinLoRA 2025's repeated sentiment mix (FPB x6 + FiQA x21 + TFNS x2 + NWGI x1)",
+        published_rows=72_824,
+    ),
 }
 
 

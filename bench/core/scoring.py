@@ -53,6 +53,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 
 from bench.core import tasks as task_registry
+from bench.core.ties import tie_fields
 
 SCORERS = ("finlora", "strict", "finlora2025")
 MISSING = "missing"
@@ -213,6 +214,8 @@ def _score(task: str, outputs: tuple[str, ...], targets: tuple[str, ...], scorer
     }
     if scorer == "strict" and _spec(task).is_label:
         result["missing"] = sum(p == MISSING for p in pred) / len(pred)
+    if scorer == "finlora2025":  # which rows FinLoRA's hash-ordered tie-break could flip (bench.core.ties)
+        result.update(tie_fields(outputs, targets))
     return result
 
 

@@ -15,6 +15,7 @@ from bench.core.cell import Cell
 from bench.core.comparisons import Comparison
 from bench.core.metrics import METRICS, RESOURCES, Metric, shown_in
 from bench.core.records import Phase, RunRecord
+from bench.report.memory_comparison import memory_comparison
 from bench.report.model import (
     CellState,
     Column,
@@ -28,7 +29,7 @@ from bench.report.model import (
 from bench.report.paired_table import SamplesFn, equivalence_table, paired_rows, paired_table
 from bench.report.planner_table import planner_table
 from bench.report.protocol_facts import protocol_facts
-from bench.report.published import comparison_tables
+from bench.report.published import score_comparison
 from bench.report.seed_table import seed_table
 from bench.report.tables import first_line, resources_table, results_table, scorers
 
@@ -110,7 +111,8 @@ def build_report(
     names = scorers(states)
     tables = [results_table(states, name, i == 0) for i, name in enumerate(names)]
     tables += statistics_tables(states, comparisons, names[0], samples)
-    tables += [resources_table(states), *comparison_tables(states, published)]
+    tables += [resources_table(states), score_comparison(states, published)]
+    tables += [memory_comparison(states, published)]
     tables += [t for t in (planner_table(states),) if t is not None]
     return Report(
         matrix=matrix,

@@ -1,10 +1,13 @@
 """Is one of our numbers like for like with a published one? Aspect by aspect, from the records and
 the source's description in published.yaml. Pure (no torch).
 
-A row is "like for like" only when every aspect matches: protocol (decoding, new tokens, eos, the text
-scored), scorer, test split (the same file, all of it), test labels, eval bits and the order in which
-F1's arguments were passed. Anything the source does not state counts as a difference: a match is
-never assumed.
+A row is "like for like" only when every criterion matches, grouped as the report shows them: the model
+(by identity: bench.report.recipe_likeness), the training recipe (training data and mix, the labels
+trained on, bits, rank, LoRA method / alpha / dropout / targets, optimizer, precision, learning rate,
+warmup, epochs, global batch, weight decay, train split) and the evaluation (protocol: decoding, new
+tokens, eos, the text scored; scorer, test split (the same file, all of it), test labels, eval bits,
+eval batch where 8-bit outputs depend on it, and the order in which F1's arguments were passed).
+Anything the source does not state counts as a difference: a match is never assumed.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from pathlib import PurePath
 
 from bench.core import protocols
 from bench.core.catalog import tasks as known_tasks
+from bench.core.cell import Cell
+from bench.report.recipe_likeness import model_differences, recipe_for, training_criteria
 
 TEXTS = {
     "first_line": "first non-empty line",
@@ -26,11 +31,29 @@ EOS = {"all": "every eos id", "tokenizer": "tokenizer's eos id only"}
 @dataclass(frozen=True)
 class Likeness:
     matches: tuple[str, ...]
-    differs: tuple[str, ...]
+    model: tuple[str, ...] = ()  # differences, grouped as the report lists them
+    training: tuple[str, ...] = ()
+    evaluation: tuple[str, ...] = ()
+
+    @property
+    def differs(self) -> tuple[str, ...]:
+        return self.model + self.training + self.evaluation
 
     @property
     def like_for_like(self) -> bool:
         return not self.differs
+
+    @property
+    def verdict(self) -> str:
+        """ "yes" only when everything matches; another model is "for orientation only", never "no"
+        (a difference in the recipe) and never "yes"."""
+        return "for orientation only" if self.model else ("yes" if self.like_for_like else "no")
+
+    def grouped(self) -> str:
+        """ "Model: ... | Training: ...; ... | Evaluation: ...", or "—" when nothing differs."""
+        model = tuple(d.removeprefix("model: ") for d in self.model)
+        parts = (("Model", model), ("Training", self.training), ("Evaluation", self.evaluation))
+        return " | ".join(f"{name}: {'; '.join(found)}" for name, found in parts if found) or "—"
 
 
 def published_task(task: str) -> str:
@@ -56,33 +79,80 @@ def source_eval_bits(block: dict, key: str) -> int | None:
 
 
 def likeness_to_source(
-    block: dict, key: str, task: str, score: dict, eval_bits: int, split: dict
+    block: dict, key: str, task: str, cell: Cell, score: dict, split: dict, trained: dict | None = None
 ) -> Likeness:
-    """`score` is our record's score entry, `split` our test split's info (test_file, test_rows,
-    local_split) and the cell's eval limit, `key` the published configuration ("8b_4bit_r4")."""
-    matches, differs = [], []
+    """`key` is the published configuration ("8b_4bit_r4"), `cell` ours, `score` our record's score
+    entry, `split` our test split's info (test_file, test_rows, local_split) and the cell's eval limit,
+    `trained` our train record's {"metrics", "data"} (None for a base row or before training)."""
+    matches: list[str] = []
 
-    def aspect(name: str, problems: list[str]) -> None:
-        differs.extend(problems) if problems else matches.append(name)
+    def group(criteria: list[tuple[str, list[str]]]) -> tuple[str, ...]:
+        found = []
+        for name, problems in criteria:
+            found.extend(problems) if problems else matches.append(name)
+        return tuple(found)
 
-    aspect("protocol", _protocol(block, task, score))
+    model = group([("model", model_differences(block, key, cell))])
+    training = group(_training(block, key, task, cell, trained or {}))
+    evaluation = group(_evaluation(block, key, task, cell, score, split))
+    return Likeness(tuple(matches), model, training, evaluation)
+
+
+def _training(block: dict, key: str, task: str, cell: Cell, trained: dict) -> list[tuple[str, list[str]]]:
+    config = (block.get("bench_configs") or {}).get(key) or {}
+    if cell.is_base or config.get("bits") is None:
+        theirs = "none (base)" if config.get("bits") is None else f"{config['bits']}-bit r{config['rank']}"
+        ours = "none (base)" if cell.is_base else f"{cell.bits}-bit r{cell.rank}"
+        return [("adapter", [] if ours == theirs else [f"adapter: ours {ours}, theirs {theirs}"])]
+    recipe = recipe_for(block, published_task(task))
+    if recipe is None:
+        return [("training recipe", ["training recipe: theirs not stated"])]
+    return training_criteria(recipe, cell, config, trained.get("metrics") or {}, trained.get("data") or [])
+
+
+def _evaluation(
+    block: dict, key: str, task: str, cell: Cell, score: dict, split: dict
+) -> list[tuple[str, list[str]]]:
     scorer = block.get("bench_scorer", "finlora")
-    aspect(
-        "scorer",
-        [] if score.get("scorer") == scorer else [f"scorer: ours {score.get('scorer')}, theirs {scorer}"],
-    )
     labels, rows = _split(block, task, score, split)
-    aspect("split", rows)
-    aspect("labels", labels)
     theirs = source_eval_bits(block, key)
-    bits = [] if theirs == eval_bits else [f"eval bits: ours {eval_bits}, theirs {theirs or 'not stated'}"]
-    aspect("eval bits", bits)
-    swapped = published_task(task) in (block.get("bench_f1_swapped") or [])
-    aspect(
-        "F1 order",
-        ["F1: the source passed (prediction, gold) to f1_score, ours (gold, prediction)"] * swapped,
+    bits = (
+        []
+        if theirs == cell.eval_bits
+        else [f"eval bits: ours {cell.eval_bits}, theirs {theirs or 'not stated'}"]
     )
-    return Likeness(tuple(matches), tuple(differs))
+    swapped = published_task(task) in (block.get("bench_f1_swapped") or [])
+    return [
+        ("protocol", _protocol(block, task, score)),
+        (
+            "scorer",
+            [] if score.get("scorer") == scorer else [f"scorer: ours {score.get('scorer')}, theirs {scorer}"],
+        ),
+        ("split", rows),
+        ("labels", labels),
+        ("eval bits", bits),
+        ("eval batch", _eval_batch(block, key, task, cell)),
+        (
+            "F1 order",
+            ["F1: the source passed (prediction, gold) to f1_score, ours (gold, prediction)"] * swapped,
+        ),
+    ]
+
+
+def _eval_batch(block: dict, key: str, task: str, cell: Cell) -> list[str]:
+    """Only where it changes outputs: LLM.int8 (8-bit) results depend on the rows batched together."""
+    if cell.eval_bits != 8:
+        return []
+    batches = block.get("bench_eval_batch") or {}
+    model = ((block.get("bench_configs") or {}).get(key) or {}).get("model")
+    family = known_tasks()[task].family if task in known_tasks() else None
+    theirs = batches.get(family) or batches.get(model) or batches.get("default")
+    ours = cell.eval.batch_size
+    if theirs == ours:
+        return []
+    return [
+        f"eval batch (8-bit outputs depend on batch neighbours): ours {ours}, theirs {theirs or 'not stated'}"
+    ]
 
 
 def _protocol(block: dict, task: str, score: dict) -> list[str]:

@@ -1,13 +1,15 @@
 """Our numbers beside the published FinLoRA ones (bench/report/published.yaml), like with like.
 
-Pure (no torch). A configuration maps to a published one by model size ("8b" / "70b" in the model
-name), bits and rank; each row says whether scorer, decoding and inference bits match theirs,
-because the published blocks were scored and decoded differently from each other.
+Pure (no torch). A configuration maps to a published one by the model's identity (its source is the
+published model's hub id, or bench's config of the same architecture for random weights: never a
+substring of a name), bits and rank; each row says whether model, training recipe and evaluation match
+theirs (bench.report.likeness), because the published blocks were trained, scored and decoded
+differently from each other.
 """
 
 from __future__ import annotations
 
-import re
+from dataclasses import replace
 from importlib import resources
 
 import yaml
@@ -25,6 +27,7 @@ from bench.report.model import (
     eval_tasks,
     task_order,
 )
+from bench.report.recipe_likeness import matches_model
 
 SCORE_BLOCKS = ("results_2505_19819", "interim_2024_11_quantized_paper_era")
 MEMORY_BLOCK = "gpu_memory_training_llama_3_1_8b_ner"
@@ -43,15 +46,18 @@ def load_published() -> dict:
     )
 
 
-def paper_key(state: CellState) -> str | None:
-    """The published name of a configuration ("8b_base", "8b_4bit_r4"), or None if it has none."""
-    size = re.search(r"(?<!\d)(8|70)b", state.cell.model.name.lower())
-    if size is None:
-        return None
+def paper_key(state: CellState, block: dict) -> str | None:
+    """The block's name of the cell's configuration ("8b_base", "8b_4bit_r4"): the published
+    configuration of the same model (by identity), bits and rank; None if it has none."""
     cell = state.cell
     if cell.train is not None and cell.train.method != "lora":
         return None  # the published rows here are plain LoRA: a DoRA/rsLoRA cell has no published twin
-    return f"{size.group(1)}b_base" if cell.is_base else f"{size.group(1)}b_{cell.bits}bit_r{cell.rank}"
+    configs = block.get("bench_configs") or {}
+    return next(
+        (key for key, config in configs.items()
+         if matches_model(block, key, cell) and (config["bits"], config["rank"]) == (cell.bits, cell.rank)),
+        None,
+    )  # fmt: skip
 
 
 def published_value(block: dict, metric: str, task: str, key: str) -> float | None:
@@ -59,10 +65,6 @@ def published_value(block: dict, metric: str, task: str, key: str) -> float | No
     table = block.get(metric) or {}
     outer, inner = (key, task) if key in table else (task, key)
     return (table.get(outer) or {}).get(inner)
-
-
-def comparison_tables(states: list[CellState], published: dict) -> list[Table]:
-    return [score_comparison(states, published), memory_comparison(states, published)]
 
 
 def score_comparison(states: list[CellState], published: dict) -> Table:
@@ -85,7 +87,7 @@ def score_comparison(states: list[CellState], published: dict) -> Table:
             f"{block.get('decoding') or 'not stated'}. Their eval bits: {bits}."
         )
         for st in states:
-            key = paper_key(st)
+            key = paper_key(st, block)
             for task in eval_tasks(st.cell) if key and not st.random else ():
                 pub_acc = published_value(block, "accuracy", published_task(task), key)
                 if pub_acc is not None:
@@ -94,14 +96,24 @@ def score_comparison(states: list[CellState], published: dict) -> Table:
     rows.sort(key=lambda r: (task_order(r[0].value), r[2].text, order[r[1].text]))
     notes = (
         "Δ = ours − published (accuracy in percentage points); — in Published F1: not published. 'Like for "
-        "like' is yes only when protocol (decoding, new tokens, eos, scored text), scorer, test split (the "
-        "whole file), test labels, eval bits and F1's argument order all match the source; 'Differs' names "
-        "each difference (ours, theirs). Protocols: bench.core.protocols; the sources' settings: "
+        "like' is yes only when the model (by hub id), the training recipe (training data and mix, labels "
+        "trained on, bits, rank, LoRA method/alpha/dropout/targets, optimizer, precision, learning rate, "
+        "warmup, epochs, global batch, weight decay, train split) and the evaluation (protocol: decoding, "
+        "new tokens, eos, scored text; scorer, test split (the whole file), test labels, eval bits, eval "
+        "batch for 8-bit, F1's argument order) all match the source; 'Differs' names each difference "
+        "(ours, theirs), grouped as model | training | evaluation; a value the source does not state counts "
+        "as a difference. 'ties: N rows, lo–hi' under Ours Acc (finlora2025): N rows whose outcome depends "
+        "on the tie rule (labels found at the same place, one a prefix of the other; FinLoRA's own choice "
+        "follows set() order, bench's the longest), and the accuracy with every tie going either way "
+        "(bench.core.ties). Protocols: bench.core.protocols; the sources' settings and recipes: "
         "bench/report/published.yaml.",
         *sources,
     )
     if not rows:
-        notes += ("No configuration maps to a published one (the model name needs '8b' or '70b').",)
+        notes += (
+            "No configuration maps to a published one (its model source must be a published model's hub "
+            "id, e.g. meta-llama/Llama-3.1-8B-Instruct, with a published bits/rank pair).",
+        )
     return Table("compare-scores", "Comparison with published accuracy and F1", columns, tuple(rows), notes)
 
 
@@ -117,7 +129,7 @@ def _score_row(
     missing = "no score" if st.outcome[0] == "ok" else st.label
     acc, f1 = (ours or {}).get("accuracy"), (ours or {}).get("weighted_f1")
     row = [Entry(task, task), Entry(label), Entry(block.get("bench_label", "?")), Entry(scorer)]
-    row += [Entry(PUB_ACC.format(pub_acc), pub_acc), _ours(OUR_ACC, acc, status, missing)]
+    row += [Entry(PUB_ACC.format(pub_acc), pub_acc), _with_ties(_ours(OUR_ACC, acc, status, missing), ours)]
     row.append(_delta(DELTA_ACC, None if acc is None else 100 * acc - pub_acc))
     row.append(_entry(PUB_F1, pub_f1))
     row += [_ours(METRICS["weighted_f1"], f1, status, missing)]
@@ -130,9 +142,19 @@ def _likeness(st: CellState, task: str, block: dict, key: str, ours: dict | None
         return (Entry("—", status="none"),) * 3
     split = next((d for d in (st.eval.data if st.eval else []) if d.get("task") == task), {})
     split = {**split, "limit": st.cell.eval.limit}
-    found = likeness_to_source(block, key, task, ours, st.cell.eval_bits, split)
-    verdict = Entry("yes" if found.like_for_like else "no", found.like_for_like)
-    return verdict, Entry(", ".join(found.matches) or "—"), Entry("; ".join(found.differs) or "—")
+    trained = {"metrics": st.train.metrics, "data": list(st.train.data)} if st.train else None
+    found = likeness_to_source(block, key, task, st.cell, ours, split, trained)
+    verdict = Entry(found.verdict, found.like_for_like)
+    return verdict, Entry(", ".join(found.matches) or "—"), Entry(found.grouped())
+
+
+def _with_ties(entry: Entry, ours: dict | None) -> Entry:
+    """finlora2025: the accuracy range over both tie choices, where some rows depend on it."""
+    rows, span = (ours or {}).get("tie_sensitive"), (ours or {}).get("tie_accuracy_range")
+    if not rows or not span:
+        return entry
+    lo, hi = (OUR_ACC.format(v) for v in span)
+    return replace(entry, detail=f"ties: {rows} rows, {lo}–{hi}")
 
 
 def _ours(metric: Metric, value, status: str, missing: str) -> Entry:
@@ -143,61 +165,6 @@ def _ours(metric: Metric, value, status: str, missing: str) -> Entry:
 
 def _delta(metric: Metric, value: float | None) -> Entry:
     return Entry("—", status="none") if value is None else Entry(metric.format(value), value)
-
-
-def memory_comparison(states: list[CellState], published: dict) -> Table:
-    """Training memory of 8B on NER against the published Table 1 rows (same bits and rank)."""
-    block = published.get(MEMORY_BLOCK) or {"rows": [], "source": "missing", "measured_as": "?"}
-    labels = config_labels([st.cell for st in states])
-    params, peak = METRICS["trainable_params"], METRICS["gpu_mem_sum_gb"]
-    columns = (
-        Column("Configuration"),
-        Column("Batch per GPU"),
-        *(Column(f"{who} params", "", params) for who in ("Published", "Ours")),
-        *(Column(f"{who} model", "", GB) for who in ("Published", "Ours")),
-        Column("Published peak", "", GB),
-        Column("Ours peak (sum)", "", peak),
-        Column(DELTA_GB.label, "", DELTA_GB),
-    )
-    rows = []
-    for st in states:
-        pub = _memory_row(block, st)
-        if pub is not None:
-            rows.append(_memory_entries(st, pub, labels[config_key(st.cell)]))
-    notes = (
-        f"Source: {block['source']}. Measured as: {block['measured_as']}.",
-        "Published peak is taken at our batch per GPU when they published it (4 or 8). Ours is summed "
-        "over the cell's GPUs. Random-weight cells count here: memory depends on the architecture, "
-        "not the weights.",
-    )
-    if not rows:
-        notes += ("No 8B NER training cell in this matrix with a published bits/rank pair.",)
-    return Table(
-        "compare-memory", "Comparison with published training memory (8B, NER)", columns, tuple(rows), notes
-    )
-
-
-def _memory_row(block: dict, st: CellState) -> dict | None:
-    key = paper_key(st)
-    if key is None or not key.startswith("8b_") or st.cell.is_base or "ner" not in eval_tasks(st.cell):
-        return None
-    return next((r for r in block["rows"] if (r["bits"], r["rank"]) == (st.cell.bits, st.cell.rank)), None)
-
-
-def _memory_entries(st: CellState, pub: dict, label: str) -> tuple[Entry, ...]:
-    train = st.train.metrics if st.train else {}
-    batch = train.get("batch_per_gpu", st.cell.train.batch_per_gpu if st.cell.train else None)
-    pub_peak = pub.get(f"gb_batch{batch}")
-    ours_peak = train.get("gpu_mem_sum_gb")
-    ours_model = train["model_bytes"] / 1e9 if train.get("model_bytes") else None
-    delta = None if ours_peak is None or pub_peak is None else ours_peak - pub_peak
-    return (
-        Entry(label), Entry(f"{batch} (× {st.cell.gpus} GPU)", batch),
-        _entry(METRICS["trainable_params"], float(pub["trainable_params"])),  # "4.72e6" loads as a string
-        _entry(METRICS["trainable_params"], train.get("trainable_params")),
-        _entry(GB, float(pub["model_gb"])), _entry(GB, ours_model),
-        _entry(GB, pub_peak), _our_peak(st, train), _entry(DELTA_GB, delta),
-    )  # fmt: skip
 
 
 def _entry(metric: Metric, value) -> Entry:

@@ -23,6 +23,7 @@ from bench.core.outcomes import STARTED, EvalMetrics, Outcome
 from bench.core.records import Phase, Status
 from bench.core.scoring import SCORERS, bootstrap_ci, score
 from bench.core.task_content import register_cell_tasks
+from bench.core.ties import TIE_KEYS
 from bench.models.loading import compute_dtype, load_model, load_tokenizer, resolve_source
 from bench.models.random_weights import NOTE as RANDOM_NOTE
 from bench.workers import faults
@@ -237,6 +238,7 @@ def task_scores(task, outputs, targets, cell, results, data_dir, lm_task, seed) 
             "accuracy_ci": _pair(ci.get("accuracy")), "weighted_f1_ci": _pair(ci.get("weighted_f1")),
             "decoding": protocol.decoding.describe(seed), "local_split": local, **how,
             "max_new_tokens": cell.eval.max_new_tokens or max_new,
+            **{k: point[k] for k in TIE_KEYS if k in point},  # finlora2025's tie-sensitive rows
         })  # fmt: skip
     return out
 

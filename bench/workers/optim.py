@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 from importlib import metadata
 
 import torch
@@ -62,9 +63,17 @@ def deepspeed_config(cfg, world: int, optimizer: str, total_steps: int) -> dict:
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
-    if cfg.warmup_steps:
+    warmup = warmup_steps(cfg, total_steps)
+    if warmup:
         config["scheduler"] = {
             "type": "WarmupLR",
-            "params": {"warmup_min_lr": 0, "warmup_max_lr": cfg.lr, "warmup_num_steps": cfg.warmup_steps},
+            "params": {"warmup_min_lr": 0, "warmup_max_lr": cfg.lr, "warmup_num_steps": warmup},
         }
     return config
+
+
+def warmup_steps(cfg, total_steps: int) -> int:
+    """Warmup steps: `warmup_ratio` of the run when set (rounded up, as transformers'
+    TrainingArguments.get_warmup_steps fills DeepSpeed's "auto"), else `warmup_steps`."""
+    ratio = getattr(cfg, "warmup_ratio", 0.0)
+    return math.ceil(total_steps * ratio) if ratio else cfg.warmup_steps
