@@ -20,4 +20,8 @@ cd "$work"  # nothing of the repository on the path from here on
 "$work/venv/bin/bench" tasks --check
 "$work/venv/bin/bench" run "$repo/matrices/smoke.yaml" --results-dir "$work/results" --reports-dir "$work/reports"
 test -s "$work/reports/smoke.html" && test -s "$work/reports/smoke.md"
+# A user's own task from a CSV in a folder of theirs, trained and evaluated through the wheel's bench,
+# then through stock lm-eval on bench's adapter: same outputs, same scores.
+mkdir "$work/user" && cp "$repo/scripts/user_task_check.py" "$work/user_task_check.py"
+"$work/venv/bin/python" "$work/user_task_check.py" "$work/user"
 echo "wheel check: ok ($(basename "$work"/dist/bench-*.whl))"

@@ -3,13 +3,12 @@
 Format (see matrices/*.yaml):
   name, description
   models:    {short-name: {source, weights, revision, trust_remote_code}}
-  axes:      model, bits, rank, task, gpus, eval_bits, batch (per GPU; sets train.batch_per_gpu over
-             any default or override and names the cell "...__b8"), seed (sets train.seed, names the cell
-             "...__s1"), method (lora | dora | rslora: sets train.method, names the configuration
-             "4bit-r4-dora"), protocol (sets eval.protocol), nodes (machines a training spans, gpus
-             split evenly over them; default 1; needs `--executor ray`): lists of values.
-             A list of mappings under any other name is a linked axis: its values move together, e.g.
-             quant: [{bits: 4, rank: 4}, {bits: 8, rank: 8}]
+  axes:      any axis of the registry (bench.core.axes: model, bits, rank, task, gpus, eval_bits, batch,
+             seed, method, protocol, nodes, prompt_format, and every train.* / eval.* / lora.* setting,
+             e.g. lr or lora.alpha): lists of values. A list of mappings under any other name is a
+             linked axis: its values move together, e.g. quant: [{bits: 4, rank: 4}, {bits: 8, rank: 8}]
+  tasks_dir: a folder (or list) of the user's own task files, relative to this file (bench.core.tasks)
+  prompt_format: raw | chat for every cell (or an axis)
   base:      true adds base-model rows (no adapter, evaluation only)
   exclude:   [{axis: value-or-list, ...}]: drop cells matching every key
   train, eval: defaults; overrides: [{when: {axis: value-or-list}, train: {...}, eval: {...}}]
