@@ -136,6 +136,13 @@ def test_axis_values_of_the_wrong_shape_are_refused(axes_change, key, words):
     assert f"key '{key}'" in str(err.value) and words in str(err.value)
 
 
+@pytest.mark.parametrize("margin", [float("nan"), float("inf"), -1, 0])
+def test_a_compare_margin_must_be_a_finite_positive_number(margin):
+    with pytest.raises(MatrixError, match="compare.0..margin"):
+        expand(axes={**BASE["axes"], "lr": [1e-4, 2e-4]},
+               compare=[{"a": {"lr": 2e-4}, "b": {"lr": 1e-4}, "margin": margin}])  # fmt: skip
+
+
 def test_target_modules_as_an_axis():
     m = expand(axes={**BASE["axes"], "lora.target_modules": [["q_proj", "v_proj"], ["q_proj"]]})
     assert {c.train.target_modules for c in m.cells} == {("q_proj", "v_proj"), ("q_proj",)}

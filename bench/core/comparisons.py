@@ -15,6 +15,7 @@ row (same model, task, GPUs and eval bits), whatever `compare` says.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from bench.core import axes as registry
@@ -67,8 +68,8 @@ def parse_comparisons(raw, ctx) -> tuple[Comparison, ...]:
         sides = [_selector(entry[side], ctx, f"{key}.{side}") for side in ("a", "b")]
         margin = entry.get("margin")
         if margin is not None and (
-            isinstance(margin, bool) or not isinstance(margin, int | float) or margin <= 0
-        ):
+            isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 < margin < math.inf
+        ):  # NaN fails `0 < margin` too
             ctx.fail(
                 f"{key}.margin", f"must be a positive number of accuracy points (e.g. 2), not {margin!r}"
             )
