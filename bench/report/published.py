@@ -15,7 +15,6 @@ from importlib import resources
 import yaml
 
 from bench.core.metrics import METRICS, Metric
-from bench.core.records import Phase
 from bench.report.likeness import likeness_to_source, published_task
 from bench.report.model import (
     CellState,
@@ -169,12 +168,3 @@ def _delta(metric: Metric, value: float | None) -> Entry:
 
 def _entry(metric: Metric, value) -> Entry:
     return Entry("—", status="none") if value is None else Entry(metric.format(value), value)
-
-
-def _our_peak(st: CellState, train: dict) -> Entry:
-    if st.outcome[0] != "ok" and st.outcome[1] == Phase.TRAIN:
-        return Entry(st.label, status=st.outcome[0])
-    if train and train.get("gpu_mem_sum_gb") is None:
-        text = "n/a (CPU)" if train.get("device") == "cpu" else "n/a"
-        return Entry(text, status="none", note=train.get("gpu_mem_null_reason") or "")
-    return _entry(METRICS["gpu_mem_sum_gb"], train.get("gpu_mem_sum_gb"))
