@@ -35,6 +35,7 @@ from bench.core.cell import (
     LOSS_LOGITS,
     OPTIMIZERS,
     PRECISIONS,
+    PROMPT_FORMATS,
     SCORERS,
     WEIGHTS,
     Cell,
@@ -44,6 +45,7 @@ from bench.core.cell import (
 )
 from bench.core.comparisons import Comparison, parse_comparisons, unmatched
 from bench.core.methods import METHODS
+from bench.models.chat_templates import chat_refusal
 from bench.models.sources import source_of
 
 AXES = ("model", "bits", "rank", "task", "gpus", "eval_bits", "batch", "seed", "method", "protocol", "nodes")
@@ -51,7 +53,7 @@ AXES = ("model", "bits", "rank", "task", "gpus", "eval_bits", "batch", "seed", "
 OPTIONAL_AXES = ("batch", "seed", "method", "protocol", "nodes")
 TOP_KEYS = (
     "name", "description", "models", "axes", "base", "exclude", "train", "eval", "overrides", "deviations",
-    "compare",
+    "compare", "prompt_format",
 )  # fmt: skip
 MODEL_KEYS = tuple(f.name for f in fields(ModelSpec) if f.name != "name")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -102,6 +104,9 @@ def parse(raw, path: Path) -> Matrix:
     base = raw.get("base", False)
     if not isinstance(base, bool):
         ctx.fail("base", "must be true or false")
+    prompt_format = raw.get("prompt_format", "raw")
+    if prompt_format not in PROMPT_FORMATS:
+        ctx.fail("prompt_format", f"{prompt_format!r} is not one of {', '.join(PROMPT_FORMATS)}")
 
     cells: dict[str, Cell] = {}
     for combo in combos:
@@ -111,9 +116,11 @@ def parse(raw, path: Path) -> Matrix:
             if any(_matches(rule, values) for rule in excludes):
                 continue
             cell = _cell(ctx, values, models, train_defaults, eval_defaults, overrides)
+            cell = replace(cell, prompt_format=prompt_format)
             cells.setdefault(cell.key, cell)
     if not cells:
         ctx.fail("exclude", "every cell is excluded; loosen 'exclude'")
+    check_chat_templates(ctx, cells.values())
     deviations = raw.get("deviations", [])
     if not isinstance(deviations, list) or not all(isinstance(d, str) and d.strip() for d in deviations):
         ctx.fail("deviations", "must be a list of sentences: the setting, the source's value, ours and why")
@@ -170,6 +177,14 @@ def _check_source(ctx: _Context, key: str, spec: dict) -> None:
     if problem:
         field, fix = problem
         ctx.fail(f"{key}.{field}", fix)
+
+
+def check_chat_templates(ctx: _Context, cells) -> None:
+    """prompt_format chat needs the model's chat template: refused here, before anything loads."""
+    for spec in dict.fromkeys(c.model for c in cells if c.prompt_format == "chat"):
+        reason = chat_refusal(spec, ctx.path.parent)
+        if reason:
+            ctx.fail("prompt_format", reason)
 
 
 def _combinations(ctx: _Context, raw) -> list[dict]:

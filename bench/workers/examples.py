@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from bench.core.catalog import TASKS_DIR, TRAINING_SETS
 from bench.core.mixes import MIXES, mix_order
+from bench.models.chat_templates import missing_template_reason
 from bench.workers.truncation import PromptTooLong, fit_prompt, refuse_unfit
 
 IGNORE = -100
@@ -44,6 +45,51 @@ def training_pairs(
     return pairs[:limit] if limit else pairs
 
 
+class ChatTemplate:
+    """The tokenizer's chat template exactly as lm-eval applies it at evaluation time: lm-eval's own
+    HFLM.apply_chat_template, run on the two attributes it reads (the tokenizer and its extra template
+    arguments, none in bench), so that training needs no model object and cannot render differently."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.chat_template_args = tokenizer, {}
+
+    def __call__(self, chat_history: list[dict], add_generation_prompt: bool = True) -> str:
+        from lm_eval.models.huggingface import HFLM
+
+        return HFLM.apply_chat_template(self, chat_history, add_generation_prompt)
+
+
+def chat_template_for(cell, tokenizer) -> ChatTemplate | None:
+    """The cell's chat renderer (prompt_format chat), None for raw; a tokenizer without a template is
+    refused here, before the model loads (a hub id's tokenizer cannot be read any earlier)."""
+    if cell.prompt_format != "chat":
+        return None
+    if not tokenizer.chat_template:
+        raise ValueError(missing_template_reason(cell.model))
+    return ChatTemplate(tokenizer)
+
+
+def prompt_of(task, doc: dict, chat: ChatTemplate | None) -> str:
+    """A row's training prompt: raw, its context as it is (doc_to_text); chat, the context lm-eval's
+    evaluator builds for it with apply_chat_template (zero-shot, fewshot_as_multiturn, as
+    bench.workers.evaluate runs it), from lm-eval's own fewshot_context."""
+    if chat is None:
+        return task.doc_to_text(doc)
+    return task.fewshot_context(
+        doc, num_fewshot=0, apply_chat_template=True, fewshot_as_multiturn=True, chat_template=chat,
+        gen_prefix=task.doc_to_prefix(doc),
+    )  # fmt: skip
+
+
+def adds_special_tokens(tokenizer, prompt: str) -> bool:
+    """Whether encoding the prompt adds the tokenizer's special tokens: not when the prompt already
+    starts with the BOS text (a chat template's own), as lm-eval's HFLM.tok_batch_encode decides, so
+    that no prompt gets BOS twice."""
+    from lm_eval.models.utils import has_bos_prefix
+
+    return not has_bos_prefix(prompt, getattr(tokenizer, "bos_token", None))
+
+
 @dataclass(frozen=True)
 class Encoded:
     input_ids: list[int]
@@ -55,11 +101,12 @@ def encode(tokenizer, prompt: str, target: str, max_len: int) -> Encoded:
     """Loss on the target tokens (and EOS) only; a too-long prompt loses the middle of its input text,
     never its instruction or its "Answer:" tail (bench.workers.truncation), or is refused.
 
-    The prompt gets the tokenizer's default special tokens (Llama 3 adds BOS), exactly as
-    lm-eval's HFLM encodes it at evaluation time.
+    The prompt gets the tokenizer's default special tokens (Llama 3 adds BOS) unless it starts with
+    the BOS text already (a chat template's), exactly as lm-eval's HFLM encodes it at evaluation time.
     """
     target_ids = tokenizer(target, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
-    fitted = fit_prompt(tokenizer, prompt, max_len - len(target_ids))
+    special = adds_special_tokens(tokenizer, prompt)
+    fitted = fit_prompt(tokenizer, prompt, max_len - len(target_ids), add_special_tokens=special)
     return Encoded(fitted.ids + target_ids, [IGNORE] * len(fitted.ids) + target_ids, fitted.truncated)
 
 
@@ -71,10 +118,13 @@ class TrainingRow:
     target: str
 
 
-def training_rows(training_set: str, data_dir: Path, limit: int | None, seed: int) -> list[TrainingRow]:
+def training_rows(
+    training_set: str, data_dir: Path, limit: int | None, seed: int, chat: ChatTemplate | None = None
+) -> list[TrainingRow]:
     """A training set's rows in training order: a mix (bench.core.mixes) repeats its parts and orders
     them with its own seeded permutation; any other set is its tasks' rows shuffled with the cell's
-    seed (the order training_pairs gives)."""
+    seed (the order training_pairs gives). With `chat`, each prompt is rendered through it
+    (prompt_format: chat), as evaluation renders it."""
     from lm_eval.tasks import get_task_dict
 
     tasks = TRAINING_SETS[training_set].train_tasks
@@ -82,7 +132,7 @@ def training_rows(training_set: str, data_dir: Path, limit: int | None, seed: in
     per_task = {}
     for name in tasks:
         task = task_dict[name]
-        pairs = ((task.doc_to_text(d), str(task.doc_to_target(d))) for d in task.training_docs())
+        pairs = ((prompt_of(task, d, chat), str(task.doc_to_target(d))) for d in task.training_docs())
         per_task[name] = [TrainingRow(name, i, *pair) for i, pair in enumerate(pairs, start=1)]
     if training_set in MIXES:
         order = mix_order(MIXES[training_set], {name: len(rows) for name, rows in per_task.items()})

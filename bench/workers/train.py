@@ -38,6 +38,7 @@ from bench.models.random_weights import NOTE as RANDOM_NOTE
 from bench.workers import faults
 from bench.workers.examples import (
     BATCHERS,
+    chat_template_for,
     encode_rows,
     keeps_logits,
     make_batch,
@@ -146,13 +147,14 @@ def train_cell(cell, cell_dir, data_dir, timing_steps: int | None = None) -> Out
     source = resolve_source(cell.model, data_dir)
     with Clock() as load_clock:
         tokenizer = load_tokenizer(source, cell.model)
+        chat = chat_template_for(cell, tokenizer)  # refuses a tokenizer without one, before the model
         model = build_model(cell, source, device)
     quantized = quantized_linear_counts(model)
     flop_model, flops_note = lora_step(model, cell)
     trainable, total = model.get_nb_trainable_parameters()
 
     train_tasks = TRAINING_SETS[cell.task].train_tasks
-    rows = training_rows(cell.task, data_dir, cfg.train_limit, cfg.seed)
+    rows = training_rows(cell.task, data_dir, cfg.train_limit, cfg.seed, chat)
     encoded = encode_rows(tokenizer, rows, cfg.max_seq_len)  # refuses rows that cannot fit, by name
     optimizer, fallback = choose_optimizer(cfg.optimizer, device)
     batches_per_rank = len(encoded) // cfg.batch_per_gpu // world
