@@ -13,7 +13,8 @@ import pytest
 
 from bench.core.matrix import MatrixError, parse
 from bench.models.chat_templates import TINY_CHAT_TEMPLATE
-from bench.workers.examples import IGNORE, ChatTemplate, encode, prompt_of, task_manager
+from bench.workers.chat import ChatTemplate, prompt_of
+from bench.workers.examples import IGNORE, encode, task_manager
 
 REPO = Path(__file__).resolve().parents[1]
 MATRIX = {
@@ -78,6 +79,20 @@ def test_random_weights_refuse_chat_and_a_template_file_is_enough(tmp_path):
     assert parse(local, tmp_path / "m.yaml").cells[0].prompt_format == "chat"
     hub = {**random, "models": {"r": {"source": "org/some-model"}}}  # unreadable offline: the worker checks
     assert parse(hub, tmp_path / "m.yaml").cells[0].prompt_format == "chat"
+
+
+def test_a_hub_tokenizer_without_a_template_fails_the_cell_in_the_worker(data_dir):
+    """A hub id's tokenizer is only readable once loaded: the workers refuse there, before the model."""
+    from bench.models.tiny import corpus, train_tokenizer
+    from bench.workers.chat import chat_template_for
+
+    hub = {**MATRIX, "models": {"h": {"source": "org/some-model"}}, "prompt_format": "chat"}
+    hub["axes"] = {**MATRIX["axes"], "model": ["h"]}
+    cell = parse(hub, Path("m.yaml")).cells[0]
+    tokenizer = train_tokenizer(corpus(data_dir)[:200], vocab_size=300)  # no chat template
+    with pytest.raises(ValueError, match="model 'h' .source 'org/some-model'.: its tokenizer has no chat"):
+        chat_template_for(cell, tokenizer)
+    assert chat_template_for(parse(MATRIX, Path("m.yaml")).cells[0], tokenizer) is None  # raw: no check
 
 
 def bos_adding(tokenizer):
@@ -195,7 +210,9 @@ def assert_chat_run_matches_stock_lm_eval(records, tmp_path, model_dir, data_dir
     assert {r["metrics"]["prompt_format"] for r in evals} == {"chat"}
     stock = stock_lm_eval_prompts(model_dir, data_dir, tmp_path / "stock", limit)
     for record in evals:  # the base row and the trained cell: both prompted through the template
-        ours = samples(Path(record["artifacts"]["samples_fpb"]).parent, "samples_fpb.jsonl")
+        ours = samples(
+            tmp_path / "results" / Path(record["artifacts"]["samples_fpb"]).parent, "samples_fpb.jsonl"
+        )
         assert {i: s["prompt"] for i, s in ours.items()} == stock
     return stock
 

@@ -11,6 +11,8 @@ Format (see matrices/*.yaml):
              A list of mappings under any other name is a linked axis: its values move together, e.g.
              quant: [{bits: 4, rank: 4}, {bits: 8, rank: 8}]
   base:      true adds base-model rows (no adapter, evaluation only)
+  prompt_format: raw (default: the row's context as it is) | chat (the tokenizer's chat template, in
+             training and evaluation; refused for a model whose tokenizer has none)
   exclude:   [{axis: value-or-list, ...}]: drop cells matching every key
   train, eval: defaults; overrides: [{when: {axis: value-or-list}, train: {...}, eval: {...}}]
   deviations: [sentence, ...]: where the matrix departs from the source it reproduces, and why

@@ -1,4 +1,5 @@
-"""The `tiny` model: a random-init Llama with a byte-level BPE tokenizer trained on task text.
+"""The `tiny` model: a random-init Llama with a byte-level BPE tokenizer trained on task text, and a
+plain chat template (bench.models.chat_templates) so that `prompt_format: chat` runs in seconds too.
 
 Built once per (config, text) into a cache folder, under a file lock so that parallel worker
 ranks never race: the first builds into a temporary folder and renames it into place.

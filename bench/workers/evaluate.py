@@ -24,7 +24,8 @@ from bench.core.scoring import SCORERS, bootstrap_ci, score
 from bench.models.loading import compute_dtype, load_model, load_tokenizer, resolve_source
 from bench.models.random_weights import NOTE as RANDOM_NOTE
 from bench.workers import faults
-from bench.workers.examples import chat_template_for, task_manager
+from bench.workers.chat import chat_template_for
+from bench.workers.examples import task_manager
 from bench.workers.measure import (
     Clock,
     NvmlSampler,

@@ -36,9 +36,9 @@ from bench.models.loading import (
 )  # fmt: skip
 from bench.models.random_weights import NOTE as RANDOM_NOTE
 from bench.workers import faults
+from bench.workers.chat import chat_template_for
 from bench.workers.examples import (
     BATCHERS,
-    chat_template_for,
     encode_rows,
     keeps_logits,
     make_batch,
