@@ -171,3 +171,12 @@ def test_set_from_the_command_line(tmp_path, capsys):
     assert key in changed and key not in plain
     assert main(["plan", str(matrix), "--set", "bits=8"]) == 2
     assert "is an axis of this matrix" in capsys.readouterr().err
+
+
+def test_prompt_format_as_an_axis_keeps_the_raw_cells_keys():
+    both = expand(axes={**BASE["axes"], "prompt_format": ["raw", "chat"]})
+    raw, chat = sorted(both.cells, key=lambda c: c.prompt_format != "raw")
+    assert raw.key == expand().cells[0].key and raw.id == expand().cells[0].id
+    assert chat.prompt_format == "chat" and chat.id.endswith("__chat") and chat.key != raw.key
+    top = expand(prompt_format="chat").cells[0]
+    assert top.key == chat.key

@@ -8,7 +8,8 @@ Format (see matrices/*.yaml):
              e.g. lr or lora.alpha): lists of values. A list of mappings under any other name is a
              linked axis: its values move together, e.g. quant: [{bits: 4, rank: 4}, {bits: 8, rank: 8}]
   tasks_dir: a folder (or list) of the user's own task files, relative to this file (bench.core.tasks)
-  prompt_format: raw | chat for every cell (or an axis)
+  prompt_format: raw (default: the row's context as it is) | chat (the tokenizer's chat template, in
+             training and evaluation; refused for a model whose tokenizer has none), or an axis
   base:      true adds base-model rows (no adapter, evaluation only)
   exclude:   [{axis: value-or-list, ...}]: drop cells matching every key
   train, eval: defaults; overrides: [{when: {axis: value-or-list}, train: {...}, eval: {...}}]
@@ -44,6 +45,7 @@ from bench.core.cell import (
 )
 from bench.core.comparisons import Comparison, parse_comparisons, unmatched
 from bench.core.methods import METHODS
+from bench.models.chat_templates import chat_refusal
 from bench.models.sources import source_of
 
 TOP_KEYS = (
@@ -112,11 +114,20 @@ def parse(raw, path: Path, sets: dict | None = None, tasks_dirs: tuple[Path, ...
                 cells.setdefault(cell.key, cell)
     if not cells:
         ctx.fail("exclude", "every cell is excluded; loosen 'exclude'")
+    check_chat_templates(ctx, cells.values())
     return Matrix(
         name=name, description=str(raw.get("description", "")), path=path, cells=tuple(cells.values()),
         deviations=_deviations(ctx, raw), comparisons=_comparisons(ctx, raw, tuple(cells.values())),
         axes=named,
     )  # fmt: skip
+
+
+def check_chat_templates(ctx: _Context, cells) -> None:
+    """prompt_format chat needs the model's chat template: refused here, before anything loads."""
+    for spec in dict.fromkeys(c.model for c in cells if c.prompt_format == "chat"):
+        reason = chat_refusal(spec, ctx.path.parent)
+        if reason:
+            ctx.fail("prompt_format", reason)
 
 
 def _with_prompt_format(ctx, raw: dict):

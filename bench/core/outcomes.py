@@ -98,6 +98,7 @@ class EvalMetrics:
     lm_eval: dict  # lm-eval's own results per task, as it reported them
     protocol: str  # the evaluation protocol (bench.core.protocols)
     memory: MemoryMetrics
+    prompt_format: str = "raw"  # raw | chat (bench.core.cell.PROMPT_FORMATS): how the prompts were given
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The `tiny` model: a random-init Llama with a byte-level BPE tokenizer trained on task text.
+"""The `tiny` model: a random-init Llama with a byte-level BPE tokenizer trained on task text, and a
+plain chat template (bench.models.chat_templates) so that `prompt_format: chat` runs in seconds too.
 
 Built once per (config, text) into a cache folder, under a file lock so that parallel worker
 ranks never race: the first builds into a temporary folder and renames it into place.
@@ -13,6 +14,7 @@ from pathlib import Path
 from bench.core.cell import ModelSpec
 from bench.core.data import load_rows, task_files
 from bench.core.tasks import PAPER_ORDER
+from bench.models.chat_templates import TINY_CHAT_TEMPLATE
 from bench.models.model_cache import build_once
 from bench.models.sources import TINY_CONFIG
 from bench.models.sources import TINY_VOCAB_SIZE as VOCAB_SIZE
@@ -41,7 +43,9 @@ def resolve(spec: ModelSpec, data_dir: Path) -> Path:
 
 def tiny_model_dir(data_dir: Path) -> Path:
     texts = corpus(data_dir)
-    digest = hashlib.sha256(json.dumps([TINY_CONFIG, VOCAB_SIZE, texts]).encode()).hexdigest()[:12]
+    # The chat template is part of what is built (a folder built before it existed lacks it).
+    recipe = [TINY_CONFIG, VOCAB_SIZE, texts, TINY_CHAT_TEMPLATE]
+    digest = hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:12]
     return build_once(f"tiny-{digest}", lambda out: build_tiny(out, texts))
 
 
@@ -72,6 +76,8 @@ def build_tiny(out_dir: Path, texts: list[str], seed: int = 0) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = train_tokenizer(texts)
+    # Only the tokenizer config gains it: tokenization, the vocabulary and the weights stay as they were.
+    tokenizer.chat_template = TINY_CHAT_TEMPLATE
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         bos_token_id=tokenizer.bos_token_id,

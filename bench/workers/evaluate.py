@@ -27,6 +27,7 @@ from bench.core.ties import TIE_KEYS
 from bench.models.loading import compute_dtype, load_model, load_tokenizer, resolve_source
 from bench.models.random_weights import NOTE as RANDOM_NOTE
 from bench.workers import faults
+from bench.workers.chat import chat_template_for
 from bench.workers.examples import task_manager
 from bench.workers.measure import (
     Clock,
@@ -123,6 +124,7 @@ def evaluate_cell(
     from bench.workers.lm import BenchLM
 
     register_cell_tasks(cell.task_files)  # a user's task files: refused if changed since the cell was made
+    chat = chat_template_for(cell, tokenizer) is not None  # refuses a tokenizer without a template
     protocol = protocols.get(cell.eval.protocol)
     tasks = [protocol.test_task(t) for t in training_set(cell.task).eval_tasks]  # data tasks scored
     lm_tasks = {task: task + protocol.task_suffix for task in tasks}  # their lm-eval task names
@@ -141,14 +143,14 @@ def evaluate_cell(
     with sampler, Clock() as eval_clock:
         results = evaluate(
             lm=lm, task_dict=loaded, limit=cell.eval.limit, log_samples=True, bootstrap_iters=0,
-            fewshot_as_multiturn=True,
+            fewshot_as_multiturn=True, apply_chat_template=chat,
         )  # fmt: skip
     scores, examples = [], 0
     for task in tasks:
         samples = sorted(results["samples"][lm_tasks[task]], key=lambda s: s["doc_id"])
         outputs = [s["filtered_resps"][0] for s in samples]
         targets = [s["target"] for s in samples]
-        write_samples(cell_dir / f"samples_{task}.jsonl", samples)
+        write_samples(cell_dir / f"samples_{task}.jsonl", samples, with_prompt=chat)
         scores += task_scores(task, outputs, targets, cell, results, data_dir, lm_tasks[task], seed)
         examples += len(samples)
     peaks = [torch_peaks_gb(torch.device("cuda", i)) for i in indices] or [(None, None)]
@@ -165,6 +167,7 @@ def evaluate_cell(
         device_map=dict(Counter(str(d) for d in getattr(model, "hf_device_map", {"": "cpu"}).values())),
         lm_eval={t: _plain(results["results"].get(lm_tasks[t], {})) for t in tasks},
         protocol=protocol.name,
+        prompt_format=cell.prompt_format,
         memory=memory_fields([p[0] for p in peaks], [p[1] for p in peaks], sampler.peaks_gb(), sampler.error,
                              [peak_rss_gb()]),
     )  # fmt: skip
@@ -251,7 +254,9 @@ def _plain(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, int | float | str)}
 
 
-def write_samples(path: Path, samples: list[dict]) -> None:
+def write_samples(path: Path, samples: list[dict], with_prompt: bool = False) -> None:
+    """One row per example. A chat prompt is written too: it is no longer the data's context as it
+    is, and this is where to see what the model was given (lm-eval's `arguments`: context, settings)."""
     with open(path, "w") as fh:
         for s in samples:
             row = {
@@ -260,6 +265,8 @@ def write_samples(path: Path, samples: list[dict]) -> None:
                 "raw": s["resps"][0][0],
                 "target": s["target"],
             }
+            if with_prompt:
+                row["prompt"] = s["arguments"][0][0]
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 

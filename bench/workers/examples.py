@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from bench.core.catalog import TASKS_DIR, training_set
 from bench.core.mixes import MIXES, mix_order
+from bench.workers.chat import ChatTemplate, adds_special_tokens, prompt_of
 from bench.workers.truncation import PromptTooLong, fit_prompt, refuse_unfit
 
 IGNORE = -100
@@ -60,11 +61,12 @@ def encode(tokenizer, prompt: str, target: str, max_len: int) -> Encoded:
     """Loss on the target tokens (and EOS) only; a too-long prompt loses the middle of its input text,
     never its instruction or its "Answer:" tail (bench.workers.truncation), or is refused.
 
-    The prompt gets the tokenizer's default special tokens (Llama 3 adds BOS), exactly as
-    lm-eval's HFLM encodes it at evaluation time.
+    The prompt gets the tokenizer's default special tokens (Llama 3 adds BOS) unless it starts with
+    the BOS text already (a chat template's), exactly as lm-eval's HFLM encodes it at evaluation time.
     """
     target_ids = tokenizer(target, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
-    fitted = fit_prompt(tokenizer, prompt, max_len - len(target_ids))
+    special = adds_special_tokens(tokenizer, prompt)
+    fitted = fit_prompt(tokenizer, prompt, max_len - len(target_ids), add_special_tokens=special)
     return Encoded(fitted.ids + target_ids, [IGNORE] * len(fitted.ids) + target_ids, fitted.truncated)
 
 
@@ -76,10 +78,13 @@ class TrainingRow:
     target: str
 
 
-def training_rows(set_name: str, data_dir: Path, limit: int | None, seed: int) -> list[TrainingRow]:
+def training_rows(
+    set_name: str, data_dir: Path, limit: int | None, seed: int, chat: ChatTemplate | None = None
+) -> list[TrainingRow]:
     """A training set's rows in training order: a mix (bench.core.mixes) repeats its parts and orders
     them with its own seeded permutation; any other set is its tasks' rows shuffled with the cell's
-    seed (the order training_pairs gives)."""
+    seed (the order training_pairs gives). With `chat`, each prompt is rendered through it
+    (prompt_format: chat), as evaluation renders it."""
     from lm_eval.tasks import get_task_dict
 
     tasks = training_set(set_name).train_tasks
@@ -87,7 +92,7 @@ def training_rows(set_name: str, data_dir: Path, limit: int | None, seed: int) -
     per_task = {}
     for name in tasks:
         task = task_dict[name]
-        pairs = ((task.doc_to_text(d), str(task.doc_to_target(d))) for d in task.training_docs())
+        pairs = ((prompt_of(task, d, chat), str(task.doc_to_target(d))) for d in task.training_docs())
         per_task[name] = [TrainingRow(name, i, *pair) for i, pair in enumerate(pairs, start=1)]
     if set_name in MIXES:
         order = mix_order(MIXES[set_name], {name: len(rows) for name, rows in per_task.items()})

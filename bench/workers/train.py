@@ -37,6 +37,7 @@ from bench.models.loading import (
 )  # fmt: skip
 from bench.models.random_weights import NOTE as RANDOM_NOTE
 from bench.workers import faults
+from bench.workers.chat import chat_template_for
 from bench.workers.examples import (
     BATCHERS,
     encode_rows,
@@ -148,13 +149,14 @@ def train_cell(cell, cell_dir, data_dir, timing_steps: int | None = None) -> Out
     source = resolve_source(cell.model, data_dir)
     with Clock() as load_clock:
         tokenizer = load_tokenizer(source, cell.model)
+        chat = chat_template_for(cell, tokenizer)  # refuses a tokenizer without one, before the model
         model = build_model(cell, source, device)
     quantized = quantized_linear_counts(model)
     flop_model, flops_note = lora_step(model, cell)
     trainable, total = model.get_nb_trainable_parameters()
 
     train_tasks = training_set(cell.task).train_tasks
-    rows = training_rows(cell.task, data_dir, cfg.train_limit, cfg.seed)
+    rows = training_rows(cell.task, data_dir, cfg.train_limit, cfg.seed, chat)
     encoded = encode_rows(tokenizer, rows, cfg.max_seq_len)  # refuses rows that cannot fit, by name
     optimizer, fallback = choose_optimizer(cfg.optimizer, device)
     batches_per_rank = len(encoded) // cfg.batch_per_gpu // world

@@ -34,9 +34,9 @@ def cuttable_span(prompt: str) -> tuple[int, int] | None:
     return start + len(INPUT), end
 
 
-def fit_prompt(tokenizer, prompt: str, room: int) -> Fitted:
-    """The prompt's token ids (with the tokenizer's special tokens), at most `room` of them."""
-    encoded = tokenizer(prompt, return_offsets_mapping=True)
+def fit_prompt(tokenizer, prompt: str, room: int, add_special_tokens: bool = True) -> Fitted:
+    """The prompt's token ids (with the tokenizer's special tokens unless told not), at most `room`."""
+    encoded = tokenizer(prompt, return_offsets_mapping=True, add_special_tokens=add_special_tokens)
     ids = list(encoded["input_ids"])
     if len(ids) <= room:
         return Fitted(ids, False)
