@@ -75,7 +75,7 @@ def test_evaluation_flops_are_the_prompt_forward_then_each_generated_token():
     assert eval_flops(ARCH, 10, 3) == pytest.approx(prefill + decode)
 
 
-def test_mfu_is_the_median_of_the_same_models_records_on_the_class_then_any_then_a_default():
+def test_mfu_is_the_median_of_the_same_model_and_bits_on_the_class_then_wider_then_a_default():
     c, gpu = cell(), Target(H100)
     records = [
         record(c, Phase.TRAIN, H100, mfu=0.2, precision="bf16"),
@@ -85,13 +85,18 @@ def test_mfu_is_the_median_of_the_same_models_records_on_the_class_then_any_then
         record(c, Phase.TRAIN, "NVIDIA A100-SXM4-80GB", mfu=0.7, precision="bf16"),  # another class
         record(c, Phase.TRAIN, H100, mfu=0.8, precision="fp32"),  # another precision
     ]
-    mfu = calibrated_mfu(records, gpu, Phase.TRAIN, "bf16", "tiny", lambda r: r.metrics["mfu"])
+    mfu = calibrated_mfu(records, gpu, Phase.TRAIN, "bf16", "tiny", 4, lambda r: r.metrics["mfu"])
     assert mfu.value == pytest.approx(0.3) and mfu.calibrated
     assert mfu.basis == f"median of 3 records (this model) on {H100} bf16"
-    other = calibrated_mfu(records, gpu, Phase.TRAIN, "bf16", "llama", lambda r: r.metrics["mfu"])
+    other = calibrated_mfu(records, gpu, Phase.TRAIN, "bf16", "llama", 4, lambda r: r.metrics["mfu"])
     assert other.value == pytest.approx(0.35) and "4 records (any model)" in other.basis
+    eight = calibrated_mfu(records, gpu, Phase.TRAIN, "bf16", "tiny", 8, lambda r: r.metrics["mfu"])
+    assert eight.value == pytest.approx(0.35) and "4 records (any model, any bits)" in eight.basis
+    slow = [*records, record(cell(bits=8), Phase.TRAIN, H100, mfu=0.01, precision="bf16")]
+    eight = calibrated_mfu(slow, gpu, Phase.TRAIN, "bf16", "tiny", 8, lambda r: r.metrics["mfu"])
+    assert eight.value == pytest.approx(0.01) and "1 record (this model)" in eight.basis
     l4 = Target("NVIDIA L4")
-    none = calibrated_mfu(records, l4, Phase.TRAIN, "bf16", "tiny", lambda r: r.metrics["mfu"])
+    none = calibrated_mfu(records, l4, Phase.TRAIN, "bf16", "tiny", 4, lambda r: r.metrics["mfu"])
     assert not none.calibrated and none.value == DEFAULT_MFU[(Phase.TRAIN, "gpu")]
     assert none.basis.startswith("default 5%: no train records on NVIDIA L4 bf16")
 

@@ -5,9 +5,10 @@ A device class is the name the workers record (`device`: "NVIDIA H100 80GB HBM3"
 precision the phase computes in. Training records carry `mfu` (bench.core.flops over the device's peak);
 an evaluation's utilisation is computed here the same way from its eval_s and examples
 (bench.planning.timing.eval_flops). The MFU is the median over the class's records of the same model
-where there are any, else of every model on the class, else a documented default, and the basis says
-which. Peaks: the vendor table for GPUs (bench.core.peaks); for CPUs the peak the class's training
-records divided by, else the matmul probe cached on this host (bench.workers.peak_probe writes it).
+and bits where there are any, else of the same bits, else of every record on the class, else a
+documented default, and the basis says which. Peaks: the vendor table for GPUs (bench.core.peaks);
+for CPUs the peak the class's training records divided by, else the matmul probe cached on this host
+(bench.workers.peak_probe writes it).
 """
 
 from __future__ import annotations
@@ -72,15 +73,22 @@ def class_records(records: Iterable[RunRecord], target: Target, phase: str, prec
 
 
 def calibrated_mfu(
-    records: list[RunRecord], target: Target, phase: str, precision: str, model: str,
+    records: list[RunRecord], target: Target, phase: str, precision: str, model: str, bits: int | None,
     mfu_of: Callable[[RunRecord], float | None],
 ) -> Mfu:  # fmt: skip
-    """The class's median MFU (`mfu_of` each record), the same model's records first."""
+    """The class's median MFU (`mfu_of` each record): the same model at the same bits first (an 8-bit
+    step runs far below a 4-bit one on the same device), then the same bits, then any record."""
     where = f"{target.name} {precision}"
     measured = [(r, mfu_of(r)) for r in class_records(records, target, phase, precision)]
     measured = [(r, m) for r, m in measured if m]
-    same = [m for r, m in measured if r.cell.get("model", {}).get("name") == model]
-    for values, whose in ((same, "this model"), ([m for _, m in measured], "any model")):
+    key = "bits" if phase == Phase.TRAIN else "eval_bits"
+    same_bits = [(r, m) for r, m in measured if r.cell.get(key) == bits]
+    tiers = (
+        ([m for r, m in same_bits if r.cell.get("model", {}).get("name") == model], "this model"),
+        ([m for _, m in same_bits], "any model"),
+        ([m for _, m in measured], "any model, any bits"),
+    )
+    for values, whose in tiers:
         if values:
             n = len(values)
             basis = f"median of {n} record{'s' * (n > 1)} ({whose}) on {where}"

@@ -169,7 +169,8 @@ def _phase(phase, flops, gpus, cell, records, target: Target, precision: str, le
     if not flops or not peak.flops_per_s:
         why = "no FLOP model for this cell" if not flops else peak.source
         return PhaseTime(None, None, flops, f"no prediction: {why}")
-    mfu = calibrated_mfu(records, target, phase, precision, cell.model.name,
+    bits = cell.bits if phase == Phase.TRAIN else cell.eval_bits
+    mfu = calibrated_mfu(records, target, phase, precision, cell.model.name, bits,
                          lambda r: record_mfu(r, peak.flops_per_s, records))  # fmt: skip
     parallel = gpus if phase == Phase.TRAIN and target.kind == "gpu" else 1
     seconds = flops / (mfu.value * peak.flops_per_s * parallel)
