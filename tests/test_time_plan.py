@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,21 @@ def test_plan_prints_each_cells_time_and_the_matrix_total(tmp_path, data_dir):
     assert total.startswith(f"predicted total on {H100}: ") and "GPU-hours for" in total
     assert "default 5%: no train records on" in out.stdout  # said so: nothing calibrated it
     assert math.isfinite(float(total.split(", ")[1].split()[0]))
+
+
+def test_an_evaluation_records_mfu_is_its_examples_flops_over_its_time_and_the_peak(data_dir):
+    from bench.core.architecture import shape
+    from bench.planning.planner import architecture
+    from bench.planning.timing import eval_examples, mean_chars, record_mfu, train_rows
+
+    c = cell(limit=48)
+    done = replace(record(c, Phase.EVAL, "cpu", eval_s=12.0, examples=48),
+                   data=[{"task": "fpb", "test_file": str(data_dir / "fpb" / "test.jsonl")}])  # fmt: skip
+    _, test = eval_examples(c, data_dir)
+    length = lengths(c, test, [], sum(mean_chars(train_rows(c, data_dir))))
+    flops = 48 * eval_flops(shape(architecture(c.model)), length.prompt, length.target + 1)
+    assert record_mfu(done, 1e11, []) == pytest.approx(flops / 12.0 / 1e11)
+    records = [done, record(c, Phase.TRAIN, "cpu", mfu=0.5, peak_flops_per_s=1e11, precision="fp32")]
+    evaluation = predict_times(c, data_dir, records, Target("cpu")).eval
+    assert "median of 1 record (this model) on cpu fp32" in evaluation.basis
+    assert evaluation.seconds == pytest.approx(12.0)  # the same evaluation, calibrated on itself
