@@ -73,8 +73,9 @@ def lengths(cell: Cell, rows: list[dict], records: list[RunRecord], train_chars:
     for r in reversed(records):
         m = r.metrics
         same = r.cell.get("model", {}).get("name") == cell.model.name and r.cell.get("task") == cell.task
-        if r.phase == Phase.TRAIN and same and m.get("tokens_per_s") and m.get("examples_per_s"):
-            per_token = train_chars / (m["tokens_per_s"] / m["examples_per_s"] - 1)  # less the EOS
+        row = (m.get("tokens_per_s") or 0) / m["examples_per_s"] if m.get("examples_per_s") else 0  # per row
+        if r.phase == Phase.TRAIN and same and row > 1 and train_chars:
+            per_token = train_chars / (row - 1)  # less the EOS
             basis = f"{per_token:.2f} chars/token (measured: {cell.model.name} {cell.task} training record)"
             break
     return Lengths(context / per_token, target / per_token, basis)
