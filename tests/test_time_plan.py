@@ -214,3 +214,29 @@ def test_an_evaluation_records_mfu_is_its_examples_flops_over_its_time_and_the_p
     evaluation = predict_times(c, data_dir, records, Target("cpu")).eval
     assert "median of 1 record (this model) on cpu fp32" in evaluation.basis
     assert evaluation.seconds == pytest.approx(12.0)  # the same evaluation, calibrated on itself
+
+
+def test_base_rows_calibrate_evaluation_and_a_forecast_never_costs_a_record(data_dir, tmp_path, monkeypatch):
+    """A base row's eval record (no training config) calibrates the next evaluation (reading it once
+    raised in the launcher and lost a run's records); whatever a forecast raises, the record keeps its
+    measurement and says why there is no prediction."""
+    from bench.planning import timing
+
+    base = Cell(TINY, "fpb", None, None, 1, 8, None, EvalConfig(limit=48))
+    test_file = str(data_dir / "fpb" / "test.jsonl")
+    done = replace(record(base, Phase.EVAL, "cpu", eval_s=12.0, examples=48),
+                   data=[{"task": "fpb", "test_file": test_file}])  # fmt: skip
+    peak = record(cell(), Phase.TRAIN, "cpu", mfu=0.5, peak_flops_per_s=1e11, precision="fp32")
+    adapter = cell(limit=48)
+    evaluation = predict_times(adapter, data_dir, [done, peak], Target("cpu")).eval
+    assert "median of 1 record (this model) on cpu fp32" in evaluation.basis and evaluation.seconds
+
+    def broken(*args):
+        raise RuntimeError("a record nobody foresaw")
+
+    monkeypatch.setattr(timing, "predict_times", broken)
+    step = type("Step", (), {"cell": adapter, "phase": Phase.EVAL})()
+    metrics = timing.timed_metrics(step, {"device": "cpu"}, tmp_path, data_dir)
+    why = "no prediction: RuntimeError: a record nobody foresaw"
+    assert metrics == {"predicted_eval_s": None, "predicted_time_basis": why}
+    assert cell_text(predictions([adapter], data_dir, [], Target("cpu"))[adapter.key]) == "train ?, eval ?"

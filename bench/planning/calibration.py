@@ -63,7 +63,7 @@ def record_device(record: RunRecord) -> str | None:
 def record_precision(record: RunRecord, target: Target) -> str:
     if record.phase == Phase.TRAIN and record.metrics.get("precision"):
         return "bf16" if str(record.metrics["precision"]).startswith("bf16") else "fp32"
-    return target.precision(record.phase, record.cell.get("train", {}).get("precision", "bf16"))
+    return target.precision(record.phase, (record.cell.get("train") or {}).get("precision", "bf16"))
 
 
 def class_records(records: Iterable[RunRecord], target: Target, phase: str, precision: str) -> list:

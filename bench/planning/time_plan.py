@@ -14,7 +14,7 @@ from bench.core.cell import Cell
 from bench.core.metrics import METRICS
 from bench.core.records import Phase, RunRecord
 from bench.planning.calibration import CPU, Target
-from bench.planning.timing import PhaseTime, TimePrediction, predict_times
+from bench.planning.timing import PhaseTime, TimePrediction, safe_predict
 
 
 def visible_gpu_name() -> str | None:
@@ -48,7 +48,7 @@ class Total:
 def predictions(
     cells: Iterable[Cell], data_dir: Path | None, records: list[RunRecord], target: Target
 ) -> dict[str, TimePrediction]:
-    return {cell.key: predict_times(cell, data_dir, records, target) for cell in cells}
+    return {cell.key: safe_predict(cell, data_dir, records, target) for cell in cells}
 
 
 def cell_text(prediction: TimePrediction) -> str:

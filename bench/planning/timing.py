@@ -22,7 +22,7 @@ from bench.core.cell import Cell
 from bench.core.data import DataError, load_splits
 from bench.core.flops import NO_CHECKPOINTING, NON_REENTRANT, REENTRANT, LoraStep
 from bench.core.records import Phase, RunRecord
-from bench.core.store import Store, StoreError
+from bench.core.store import Store
 from bench.planning.calibration import Target, calibrated_mfu, target_peak
 from bench.planning.planner import CHARS_PER_TOKEN, architecture
 from bench.report.model import eval_tasks
@@ -210,6 +210,17 @@ def timed_metrics(step, metrics: dict, results_dir: Path, data_dir: Path | None)
         return {}
     try:
         records = Store(results_dir).records()
-        return predict_times(step.cell, data_dir, records, Target(device)).to_metrics(step.phase)
-    except (StoreError, OSError, DataError, KeyError, TypeError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 (whatever went wrong, the measurement is kept and says why)
         return {"predicted_time_basis": f"no prediction: {type(exc).__name__}: {exc}"}
+    return safe_predict(step.cell, data_dir, records, Target(device)).to_metrics(step.phase)
+
+
+def safe_predict(
+    cell: Cell, data_dir: Path | None, records: list[RunRecord], target: Target
+) -> TimePrediction:
+    """predict_times, or no prediction and why: a forecast never stops a run or a plan."""
+    try:
+        return predict_times(cell, data_dir, records, target)
+    except Exception as exc:  # noqa: BLE001 (a record the calibration cannot read, say)
+        none = PhaseTime(None, None, 0.0, f"no prediction: {type(exc).__name__}: {exc}")
+        return TimePrediction(None if cell.is_base else none, none)
