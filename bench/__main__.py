@@ -72,6 +72,7 @@ def select(matrix: Matrix, pattern: str | None) -> Matrix:
 
 
 def cmd_plan(args) -> int:
+    from bench.planning import time_plan
     from bench.planning.planner import predict
     from bench.planning.recipes import recipe_lines
 
@@ -79,12 +80,15 @@ def cmd_plan(args) -> int:
     records = Store(results_dir(args)).records()
     last = latest(records)
     data_dir = _optional_data_dir(args)
+    target = time_plan.plan_target(args.device)
+    times = time_plan.predictions(matrix.cells, data_dir, records, target)
     print(f"matrix {matrix.name}: {len(matrix.cells)} cells ({matrix.path})")
-    print(f"{'status':<8} {'cell':<58} {'key':<16}  predicted GiB/GPU (train, eval)")
+    print(f"{'status':<8} {'cell':<58} {'key':<16}  predicted GiB/GPU (train, eval); time on {target.name}")
     too_big = unfit(matrix.cells, data_dir, fit.visible_gpu_gb())
     for cell in matrix.cells:
         p = predict(cell, data_dir)
         memory = "unknown (no local config.json)" if p is None else f"{_gb(p.train_gb)}, {_gb(p.eval_gb)}"
+        memory += f"; {time_plan.cell_text(times[cell.key])}"
         skip = f"  {SKIPPED} ({too_big[cell.key]})" if cell.key in too_big else ""
         print(f"{cell_status(cell, last):<8} {cell.id:<58} {cell.key:<16}  {memory}{skip}")
     steps = plan(matrix.cells, records, _retry(args.retry), args.rerun)
@@ -93,6 +97,7 @@ def cmd_plan(args) -> int:
         print(f"{len(too_big)} cells would not fit the visible GPUs; `bench run --force` runs them anyway")
     print("\n".join(recipe_lines(list(matrix.cells))))
     print(f"{len(steps)} steps to run")
+    print("\n".join(time_plan.total_lines(steps, times, target)))
     if args.executor == "ray":
         from bench.orchestration.parallel_plan import parallel_view
 
@@ -260,7 +265,7 @@ def cmd_check(args) -> int:
     train_speed_vs_plain compares per-step throughput measured side by side under the same load.
     """
     from bench.core.samples import SampleReader
-    from bench.gate.check import CheckError, gate
+    from bench.gate.check import CheckError, gate, speed_floors
 
     matrix = load_matrix(args)
     if args.speed_reps < 1 or args.speed_steps <= WARMUP_STEPS:
@@ -279,7 +284,11 @@ def cmd_check(args) -> int:
         if not args.no_speed:
             data_dir = resolve_data_dir(args.data_dir)
             launcher = Launcher(store.root.resolve(), data_dir, matrix.name, timing_steps=args.speed_steps)
-            measure_speed(matrix.cells, store, launcher, args.speed_reps)  # prints each repetition
+            try:
+                floors = speed_floors(Path(args.baseline))
+            except CheckError as exc:
+                raise MatrixError(str(exc)) from exc
+            measure_speed(matrix.cells, store, launcher, args.speed_reps, floors=floors)  # prints each rep
     try:
         store = Store(results_dir(args))
         status, text = gate(matrix.cells, matrix.name, store.records(), Path(args.baseline), args.update,
@@ -350,6 +359,11 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument(
                 "--data-dir", help="the data folder, for sequence-length estimates (env BENCH_DATA)"
             )
+            s.add_argument(
+                "--device", metavar="NAME",
+                help="predict time on this device: a GPU as torch names it ('NVIDIA H100 80GB HBM3') or "
+                "'cpu' (default: the first visible GPU, else this CPU)",
+            )  # fmt: skip
         if name != "plan":
             s.add_argument("--reports-dir", default="reports", help="where reports go (default reports/)")
         if name == "run":

@@ -18,8 +18,10 @@ from bench.report.render import write_reports
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "store_71db6b0"
 # Report columns added after 71db6b0 (Markdown headings: label and unit)
-ADDED_COLUMNS = ("Truncated rows", "Model FLOPs (per token)", "Achieved (per device)", "MFU (%)")
-ADDED_CSV = ("truncated_examples", "flops_per_token", "achieved_flops_per_s", "mfu")
+ADDED_COLUMNS = ("Truncated rows", "Model FLOPs (per token)", "Achieved (per device)", "MFU (%)",
+                 "Predicted train time", "Eval time", "Predicted eval time")
+ADDED_CSV = ("truncated_examples", "flops_per_token", "achieved_flops_per_s", "mfu", "predicted_train_s",
+             "eval_s", "predicted_eval_s")
 SAME_SECTIONS = (
     "Problems and caveats",
     "Results — finlora scorer (primary)",

@@ -50,7 +50,9 @@ class TrainConfig:
     max_seq_len: int = 512
     optimizer: str = "zero_one_adam"
     zero_stage: int = 0
-    precision: str = "bf16"  # GPU compute dtype; CPUs always compute in fp32 (bf16 is ~75x slower there)
+    # GPU compute dtype. CPUs compute in fp32: bf16 is ~75x slower on AVX2-only cores, faster on native-bf16
+    # ones (avx512_bf16, AMX; STACK-NOTES).
+    precision: str = "bf16"
     gradient_checkpointing: bool = False
     seed: int = 42
     time_limit_s: int | None = None

@@ -105,6 +105,8 @@ METRICS: dict[str, Metric] = {
         Metric("gpu_mem_sum_gb", "Peak GPU mem (sum)", "GB", "gb", True, Phase.TRAIN, (RESOURCES,)),
         Metric("peak_rss_gb", "Peak RSS", "GB", "gb", True, Phase.TRAIN, (RESOURCES,)),
         Metric("train_s", "Train time", "", "duration", True, Phase.TRAIN, (RESOURCES,)),
+        # The time planner's forecast beside each measured time (bench.planning.timing): no direction
+        Metric("predicted_train_s", "Predicted train time", "", "duration", None, Phase.TRAIN, (RESOURCES,)),
         Metric("gpu_hours", "GPU-hours", "h", "hours", True, Phase.TRAIN, (RESOURCES,)),
         Metric("adapter_bytes", "Adapter", "", "bytes", True, Phase.TRAIN, (RESOURCES,)),
         Metric("tokens_per_s", "Train throughput", "tokens/s", "rate", False, Phase.TRAIN, (RESOURCES,)),
@@ -118,6 +120,8 @@ METRICS: dict[str, Metric] = {
         # Training rows cut to max_seq_len (the README's recipe for a new column, followed once).
         Metric("truncated_examples", "Truncated rows", "", "count", True, Phase.TRAIN, (RESOURCES,)),
         Metric("s_per_example", "Inference", "s/example", "seconds", True, Phase.EVAL, (RESOURCES,)),
+        Metric("eval_s", "Eval time", "", "duration", True, Phase.EVAL, (RESOURCES,)),
+        Metric("predicted_eval_s", "Predicted eval time", "", "duration", None, Phase.EVAL, (RESOURCES,)),
         Metric("train_loss_last", "Final train loss", "", "f1", True, Phase.TRAIN),
         Metric("predicted_gpu_gb", "Predicted", "GB/GPU", "gb"),  # a forecast: no better direction
         # bench's tokens/s over the plain HF Trainer script's, same cell and host (bench check)

@@ -30,9 +30,9 @@ from bench.gate.paired_gate import gate_metrics, paired_rows
 from bench.gate.pairing import newest_series, series_ratio
 from bench.gate.rows import Row
 from bench.gate.speed import SpeedRatio
-from bench.gate.speed_check import HINT, SPEED, speed_lines, speed_row
+from bench.gate.speed_check import HINT, SPEED, floor_of, speed_lines, speed_row
 
-__all__ = ["CheckError", "Row", "gate", "load_baseline"]  # what callers import from here
+__all__ = ["CheckError", "Row", "gate", "load_baseline", "speed_floors"]  # what callers import from here
 
 
 def current_metrics(
@@ -56,6 +56,15 @@ def current_metrics(
                     values[SPEED] = speeds[cell.id].estimate
         found[cell.id] = values
     return found, missing, speeds
+
+
+def speed_floors(path: Path) -> dict[str, float]:
+    """cell id -> its speed floor from the baseline file, for `--run` to tell a too-noisy series (no file
+    yet, as before a first --update: the default floor for every cell)."""
+    if not path.exists():
+        return {}
+    cells = load_baseline(path)["cells"]
+    return {cell_id: floor_of((c or {}).get("metrics", {}).get(SPEED)) for cell_id, c in cells.items()}
 
 
 def _phase_metrics(cell: Cell, record: RunRecord) -> dict:

@@ -39,7 +39,8 @@ def series_ratio(series: list[RunRecord]) -> SpeedRatio | str:
     """The series' speed ratio, or why it has none (a repetition failed, is missing, or cannot be read)."""
     if not series:
         return "no speed series after its training (`bench check --run` measures one)"
-    planned = int(series[0].metrics.get(PLANNED) or 0)
+    # A series the gate extended (too noisy to decide) stamps its later rounds with the longer length.
+    planned = max(int(r.metrics.get(PLANNED) or 0) for r in series)
     for record in series:
         if record.status != Status.OK:
             why = (record.error or "see its log").splitlines()[-1]

@@ -32,6 +32,13 @@ WARMUP_STEPS = 2  # per repetition, not timed
 FLOOR = 0.9
 LEVEL = 0.95
 N_RESAMPLES = 2000
+# "Slower" vs "too noisy to tell": an interval that straddles the floor and is wider than MAX_WIDTH (in
+# x, high - low) says more about a busy neighbour than about bench (measured under load: 1.24x [0.55,
+# 1.63]); quiet series were 0.11-0.33 wide, so one straddling the floor at 0.25 or less is a real
+# shortfall. A too-wide one gets up to MORE_ROUNDS more rounds of repetitions before the gate fails.
+MAX_WIDTH = 0.25
+MORE_ROUNDS = 2
+OK, REGRESSED, TOO_NOISY = "ok", "REGRESSED", "TOO NOISY"
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,16 @@ class SpeedRatio:
             f"bench {self.bench_tokens_per_s:.0f} tokens/s, plain {self.plain_tokens_per_s:.0f}; "
             f"{self.repetitions} repetitions x {self.steps // self.repetitions} timed steps per side"
         )
+
+
+def decide(result: SpeedRatio, floor: float = FLOOR, max_width: float = MAX_WIDTH) -> str:
+    """OK (the lower bound clears the floor), REGRESSED (the interval lies below it, or straddles it
+    while narrow) or TOO_NOISY (it straddles the floor and is wider than max_width: undecided)."""
+    if result.low >= floor:
+        return OK
+    if result.high > floor and result.high - result.low > max_width:
+        return TOO_NOISY
+    return REGRESSED
 
 
 def interleaved_pairs(reps: Sequence[Repetition]) -> list[tuple[Repetition, Repetition]]:

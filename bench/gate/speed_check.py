@@ -12,7 +12,7 @@ pass. `--no-speed` turns the check off, and the gate says so.
 from __future__ import annotations
 
 from bench.gate.rows import Row
-from bench.gate.speed import FLOOR, SpeedRatio
+from bench.gate.speed import FLOOR, MAX_WIDTH, TOO_NOISY, SpeedRatio, decide
 
 SPEED = "train_speed_vs_plain"
 HINT = (
@@ -22,13 +22,21 @@ HINT = (
 
 
 def speed_row(cell_id: str, entry: dict | None, result: SpeedRatio | str) -> Row:
-    floor = float((entry or {}).get("floor", FLOOR))
+    floor = floor_of(entry)
     before = None if entry is None else entry.get("value")
     if isinstance(result, str):
         return Row(cell_id, SPEED, before, None, f"{result}; --no-speed skips the check", "MISSING")
-    verdict = "ok" if result.low >= floor else "REGRESSED"
+    verdict = decide(result, floor)
     text = f"95% low >= {floor:g}x; {result.text()}"
+    if verdict == TOO_NOISY:
+        text += (f": could not decide after {result.repetitions} repetitions per side (the interval "
+                 f"straddles the floor and is wider than {MAX_WIDTH:g}x)")  # fmt: skip
     return Row(cell_id, SPEED, before, result.estimate, text, verdict)
+
+
+def floor_of(entry: dict | None) -> float:
+    """The cell's floor: its baseline entry's, else the default."""
+    return float((entry or {}).get("floor", FLOOR))
 
 
 def speed_lines(speeds: dict[str, SpeedRatio | str]) -> list[str]:

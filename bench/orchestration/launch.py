@@ -24,6 +24,7 @@ from bench.core.records import Phase, RunRecord, Status, environment, now
 from bench.orchestration.orphans import die_with_parent, kill_tree, remember, tree_of
 from bench.orchestration.runner import Step
 from bench.planning.planner import predict
+from bench.planning.timing import timed_metrics
 
 PROGRESS_PREFIX = "progress: "
 LOG_TAIL_LINES = 40
@@ -136,6 +137,8 @@ class Launcher:
             metrics={
                 **outcome.get("metrics", {}),
                 **(prediction.to_metrics(step.phase) if prediction else {}),
+                **({} if timing else timed_metrics(step, outcome.get("metrics", {}), self.results_dir,
+                                                   self.data_dir)),
             },
             scores=outcome.get("scores", []),
             data=outcome.get("data", []),

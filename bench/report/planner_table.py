@@ -1,6 +1,9 @@
-"""The memory planner's error: predicted vs measured peak GPU memory per cell and phase. Pure."""
+"""The planners' error: predicted vs measured peak GPU memory per cell and phase (its own table), and the
+resources table's note on how the predicted times were reached. Pure."""
 
 from __future__ import annotations
+
+from collections import Counter
 
 from bench.core.metrics import METRICS, Metric
 from bench.core.records import Phase
@@ -46,3 +49,19 @@ def _row(label: str, task: str, phase: str, metrics: dict) -> tuple[Entry, ...]:
     shown = Entry(MEASURED.format(measured), measured) if measured else Entry("n/a (CPU)", status="none")
     return (Entry(label), Entry(task), Entry(phase), Entry(PREDICTED.format(predicted), predicted), shown,
             error, Entry(metrics.get("predicted_basis", "")))  # fmt: skip
+
+
+def time_notes(states: list[CellState]) -> tuple[str, ...]:
+    """How the predicted times were reached; nothing for records from before the time planner."""
+    bases = Counter(
+        r.metrics["predicted_time_basis"] for st in states for r in (st.train, st.eval)
+        if r and r.metrics.get("predicted_time_basis")
+    )  # fmt: skip
+    if not bases:
+        return ()
+    return (
+        "Predicted times: bench.planning.timing's forecast when the record was written, from the model "
+        "FLOPs of the phase (bench.core.flops, the task data's rows and lengths), the device's peak and "
+        "an MFU calibrated from the store's earlier records on the same device class.",
+        *(f"Predicted: {basis} ({n} record{'s' * (n > 1)})." for basis, n in bases.items()),
+    )

@@ -19,6 +19,7 @@ from bench.report.model import (
     eval_tasks,
     task_order,
 )
+from bench.report.planner_table import time_notes
 
 
 def result_slots(states: list[CellState]) -> dict[tuple[str, str], dict[tuple, CellState]]:
@@ -158,6 +159,7 @@ def resources_table(states: list[CellState]) -> Table:
             for reason, n in reasons.items()
         ),
         *_utilisation_notes(states),
+        *time_notes(states),
     )
     return Table("resources", "Resources (training and inference cost)", tuple(columns), rows, notes)
 

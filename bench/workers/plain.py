@@ -221,7 +221,8 @@ def train(args) -> dict:
     )
 
     on_gpu = torch.cuda.is_available()
-    # As bench: bf16 compute on GPUs (unless --precision fp32); fp32 on CPUs, where bf16 is ~75x slower.
+    # As bench: bf16 compute on GPUs (unless --precision fp32); fp32 on CPUs (bf16 is ~75x slower on
+    # AVX2-only cores, faster on native-bf16 ones: STACK-NOTES).
     bf16 = on_gpu and args.precision == "bf16"
     dtype = torch.bfloat16 if bf16 else torch.float32
     torch.manual_seed(args.seed)
