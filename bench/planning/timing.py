@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.core.architecture import Shape, shape
-from bench.core.catalog import TRAINING_SETS
+from bench.core.catalog import training_set
 from bench.core.cell import Cell
 from bench.core.data import DataError, load_splits
 from bench.core.flops import NO_CHECKPOINTING, NON_REENTRANT, REENTRANT, LoraStep
@@ -82,7 +82,7 @@ def lengths(cell: Cell, rows: list[dict], records: list[RunRecord], train_chars:
 
 
 def train_rows(cell: Cell, data_dir: Path) -> list[dict]:
-    return [r for t in TRAINING_SETS[cell.task].train_tasks for r in load_splits(t, data_dir).train]
+    return [r for t in training_set(cell.task).train_tasks for r in load_splits(t, data_dir).train]
 
 
 def checkpointing(cell: Cell) -> str:
