@@ -76,6 +76,8 @@ def test_a_csv_task_with_its_own_columns_and_labels(user_tasks):
     assert first["context"].endswith("{hawkish/dovish/neutral}.\nInput: " + sentence + "\nAnswer: ")
     assert {r["target"] for r in splits.test} == set(STANCES)
     assert set(splits.info.sha256) == {"train.csv", "test.csv"}
+    assert splits.info.task_file == str((user_tasks / "fomc_stance.yaml").resolve())  # records name it
+    assert splits.info.task_sha256 == task_registry.get("fomc_stance").sha256
 
 
 def test_one_file_splits_by_a_stated_seeded_hash(user_tasks):

@@ -39,6 +39,8 @@ class SplitInfo:
     local_split: bool
     note: str
     sha256: dict  # file name -> sha256 of its bytes
+    task_file: str | None = None  # the task file that says how the rows are read (bench.core.tasks)
+    task_sha256: str | None = None  # of that file's bytes: records name the definition they were made by
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -203,6 +205,8 @@ def _splits(spec: TaskSpec, raw: dict, sums: dict, source: str) -> Splits:
         local_split=local,
         note=note,
         sha256=sums,
+        task_file=str(spec.file),
+        task_sha256=spec.sha256,
     )
     return Splits(train=[_pair(r) for r in train], test=[_pair(r) for r in test], info=info)
 
