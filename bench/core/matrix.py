@@ -16,6 +16,7 @@ Format (see matrices/*.yaml):
   deviations: [sentence, ...]: where the matrix departs from the source it reproduces, and why
   compare:   [{a: {axis: value}, b: {axis: value}, margin: points}]: the pairs the report tests
              (bench.core.comparisons); margin asks an equivalence question
+  tracking:  {backend: mlflow | wandb, uri: ...}: also log the records there (bench.tracking)
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from bench.core.cell import (
 )
 from bench.core.comparisons import Comparison, parse_comparisons, unmatched
 from bench.core.methods import METHODS
+from bench.core.tracking_spec import TrackingSpec, TrackingSpecError, parse_mapping
 from bench.models.sources import source_of
 
 AXES = ("model", "bits", "rank", "task", "gpus", "eval_bits", "batch", "seed", "method", "protocol", "nodes")
@@ -51,7 +53,7 @@ AXES = ("model", "bits", "rank", "task", "gpus", "eval_bits", "batch", "seed", "
 OPTIONAL_AXES = ("batch", "seed", "method", "protocol", "nodes")
 TOP_KEYS = (
     "name", "description", "models", "axes", "base", "exclude", "train", "eval", "overrides", "deviations",
-    "compare",
+    "compare", "tracking",
 )  # fmt: skip
 MODEL_KEYS = tuple(f.name for f in fields(ModelSpec) if f.name != "name")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -70,6 +72,7 @@ class Matrix:
     # Where the matrix departs from the source it reproduces, each with its reason: shown in the report.
     deviations: tuple[str, ...] = ()
     comparisons: tuple[Comparison, ...] = ()  # the matrix's `compare` (empty: the report's defaults)
+    tracking: TrackingSpec | None = None  # the matrix's `tracking` (bench.tracking); never in a cell's key
 
 
 def load(path: str | Path) -> Matrix:
@@ -123,8 +126,17 @@ def parse(raw, path: Path) -> Matrix:
                  "axes they name (same model, task, seed...); check the values against the axes")  # fmt: skip
     return Matrix(
         name=name, description=str(raw.get("description", "")), path=path, cells=tuple(cells.values()),
-        deviations=tuple(deviations), comparisons=comparisons,
+        deviations=tuple(deviations), comparisons=comparisons, tracking=_tracking(ctx, raw.get("tracking")),
     )  # fmt: skip
+
+
+def _tracking(ctx: _Context, raw) -> TrackingSpec | None:
+    if raw is None:
+        return None
+    try:
+        return parse_mapping(raw)
+    except TrackingSpecError as exc:
+        ctx.fail("tracking", str(exc))
 
 
 class _Context:
