@@ -25,7 +25,7 @@ from bench.orchestration.runner import BusyError, cell_status, plan
 from bench.planning import fit
 from bench.planning.fit import SKIPPED, unfit
 from bench.tracking import TrackedStore
-from bench.tracking.commands import tracker_for
+from bench.tracking.commands import log_store, tracker_for
 
 RESULTS_ENV = "BENCH_RESULTS"
 USER_ERRORS = (MatrixError, DataError, StoreError, BusyError, ClusterError)
@@ -128,6 +128,8 @@ def cmd_run(args) -> int:
             written = run(steps, store, launcher, console.line, launcher.group, console.record_written)
         finally:
             console.close()
+    if tracker is not None:
+        log_store(tracker, matrix, store)  # a resumed matrix: what earlier runs did not log, too
     # Each step's last record of this run: a step lost with its node and rerun (--node-retries) counts
     # as its rerun ended.
     final = latest(written)

@@ -36,9 +36,7 @@ def track(matrix: Matrix, store: Store, option: str | None, reports_dir: Path) -
         raise MatrixError(
             f"{matrix.path}: no `tracking:` in the matrix; pass --to mlflow[=URI] or --to wandb"
         )
-    records = _records_of(matrix, store.records())
-    for record in records:
-        tracker.record(record)
+    records = log_store(tracker, matrix, store)
     reports = [
         p for p in (reports_dir / f"{matrix.name}.{ext}" for ext in ("md", "html", "csv")) if p.is_file()
     ]
@@ -46,6 +44,15 @@ def track(matrix: Matrix, store: Store, option: str | None, reports_dir: Path) -
         tracker.report(reports)
     print(tracker.summary() + f" ({len(records)} records of {len(matrix.cells)} cells in the store)")
     return 1 if tracker.failure else 0
+
+
+def log_store(tracker: GuardedSink, matrix: Matrix, store: Store) -> list[RunRecord]:
+    """Hand the tracker the newest train and eval record of every cell; those it holds already it
+    skips. After a run, this logs what an earlier, interrupted or untracked run left unlogged."""
+    records = _records_of(matrix, store.records())
+    for record in records:
+        tracker.record(record)
+    return records
 
 
 def _records_of(matrix: Matrix, records: list[RunRecord]) -> list[RunRecord]:
