@@ -198,6 +198,7 @@ def test_the_model_card_renders_and_names_the_scores_with_intervals_scorer_and_p
     assert {(r.dataset_type, r.metric_type, r.metric_value) for r in results} >= {("fpb", "accuracy", 0.5625)}
     assert "| fpb | finlora | 0.5625 [0.4167, 0.6875] |" in card and "Protocol `bench`" in card
     assert "git 71db6b0f63eb" in card and "4-bit" in card and "lr 0.001, 20 steps" in card
+    assert "optimizer adamw (asked for zero_one_adam)" in card  # what ran, from the record
 
 
 def test_export_of_an_adapter_without_a_training_record_says_so(tmp_path):

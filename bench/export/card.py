@@ -74,7 +74,7 @@ def _body(export: Export) -> list[str]:
         f"- Quantization during training: {cell.bits}-bit; evaluation at {cell.eval_bits}-bit",
         f"- Training set: {cell.task} (tasks {', '.join(TRAINING_SETS[cell.task].train_tasks)})",
         *[f"- {note}" for note in train.notes if note.startswith("training mix")],
-        f"- Recipe: {_recipe(cell)}",
+        f"- Recipe: {_recipe(cell, train.metrics.get('optimizer'))}",
     ]
     if export.merged:
         lines.append(
@@ -104,7 +104,7 @@ def _with_ci(score: dict, name: str) -> str:
     return f"{value:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
 
 
-def _recipe(cell: Cell) -> str:
+def _recipe(cell: Cell, ran: str | None) -> str:
     t = cell.train
     if t is None:
         return "none (base row)"
@@ -112,5 +112,7 @@ def _recipe(cell: Cell) -> str:
     return (
         f"{t.method} r{cell.rank} alpha {t.lora_alpha} dropout {t.lora_dropout} on "
         f"{', '.join(t.target_modules)}; lr {t.lr}, {steps}, batch {t.batch_per_gpu} x {cell.gpus} GPUs "
-        f"x accumulation {t.grad_accum}, max length {t.max_seq_len}, optimizer {t.optimizer}, seed {t.seed}"
+        f"x accumulation {t.grad_accum}, max length {t.max_seq_len}, optimizer {ran or t.optimizer}"
+        + (f" (asked for {t.optimizer})" if ran and ran != t.optimizer else "")
+        + f", seed {t.seed}"
     )
