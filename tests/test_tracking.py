@@ -50,6 +50,8 @@ def test_the_matrix_tracking_key_is_parsed_and_stays_out_of_cell_keys():
     assert [c.key for c in tracked.cells] == [c.key for c in plain.cells] and plain.tracking is None
     with pytest.raises(MatrixError, match="key 'tracking'.*unknown tracking backend 'neptune'"):
         parse({**raw, "tracking": {"backend": "neptune"}}, SMOKE)
+    with pytest.raises(MatrixError, match="wandb takes no URI"):
+        parse({**raw, "tracking": {"backend": "wandb", "uri": "http://127.0.0.1:1"}}, SMOKE)
     with pytest.raises(MatrixError, match="key 'tracking'.*mapping"):
         parse({**raw, "tracking": "mlflow"}, SMOKE)
 

@@ -41,4 +41,6 @@ def parse_mapping(raw) -> TrackingSpec:
 def checked(backend: str, uri: str | None) -> TrackingSpec:
     if backend not in BACKENDS:
         raise TrackingSpecError(f"unknown tracking backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if backend == "wandb" and uri:
+        raise TrackingSpecError("wandb takes no URI: its environment (WANDB_MODE, WANDB_BASE_URL) says where")
     return TrackingSpec(backend, uri)
