@@ -16,6 +16,7 @@ from typing import Protocol
 from bench.core.records import RunRecord
 from bench.core.store import Store
 from bench.core.tracking_spec import TrackingSpec
+from bench.tracking.mapping import identity
 
 
 class Sink(Protocol):
@@ -47,8 +48,13 @@ class GuardedSink:
         self.sink: Sink | None = None
         self.failure: str | None = None
         self.logged = self.already = 0
+        self.seen: set[tuple[str, str, str]] = set()
 
     def record(self, record: RunRecord) -> None:
+        mark = (record.cell_key, str(record.phase), identity(record))
+        if mark in self.seen:  # handed over already in this process (bench run's closing catch-up)
+            return
+        self.seen.add(mark)
         outcome = []
         if self._call(lambda sink: outcome.append(sink.record(record))):
             self.logged += outcome[0]
