@@ -1,4 +1,4 @@
-"""bench CLI: plan | run | report | check | tasks | data (one function each).
+"""bench CLI: plan | run | report | check | track | export | tasks | data (one function each).
 
 Bad input exits with status 2 and one message naming the file, key and fix: no traceback. `run` exits
 with status 1 when any step it ran ended failed, oom or timeout (after the whole matrix and its report).
@@ -25,6 +25,8 @@ from bench.orchestration.cluster import ClusterError
 from bench.orchestration.runner import BusyError, cell_status, plan
 from bench.planning import fit
 from bench.planning.fit import SKIPPED, unfit
+from bench.tracking import TrackedStore
+from bench.tracking.commands import log_store, tracker_for
 
 RESULTS_ENV = "BENCH_RESULTS"
 USER_ERRORS = (MatrixError, DataError, StoreError, BusyError, ClusterError, TaskError)
@@ -129,6 +131,8 @@ def cmd_run(args) -> int:
     _check_data(matrix, data_dir)
     store = Store(results_dir(args))
     store.check_writable()
+    tracker = tracker_for(args.track, matrix, store)
+    store = store if tracker is None else TrackedStore(store, tracker)  # the sink sees each appended record
     steps = plan(matrix.cells, store.records(), _retry(args.retry), args.rerun)
     too_big = unfit({s.cell for s in steps}, data_dir, fit.visible_gpu_gb())
     for cell in dict.fromkeys(s.cell for s in steps if s.cell.key in too_big):
@@ -153,6 +157,8 @@ def cmd_run(args) -> int:
             written = run(steps, store, launcher, console.line, launcher.group, console.record_written)
         finally:
             console.close()
+    if tracker is not None:
+        log_store(tracker, matrix, store)  # a resumed matrix: what earlier runs did not log, too
     # Each step's last record of this run: a step lost with its node and rerun (--node-retries) counts
     # as its rerun ended.
     final = latest(written)
@@ -161,7 +167,9 @@ def cmd_run(args) -> int:
     retried = f", {len(written) - len(final)} retried" if len(written) > len(final) else ""
     print(f"done: {len(written)} records written, {sum(failed.values())} not ok{detail}{retried}")
     if not args.no_report:
-        _report(matrix, store, Path(args.reports_dir), {} if args.force else too_big)
+        _report(matrix, store, Path(args.reports_dir), {} if args.force else too_big, tracker)
+    if tracker is not None:
+        print(tracker.summary())  # a tracker's failure never changes the exit status
     return 1 if failed else 0  # the records and the report are written either way
 
 
@@ -181,18 +189,33 @@ def cmd_report(args) -> int:
     return 0
 
 
-def _report(matrix: Matrix, store: Store, out_dir: Path, skipped: dict[str, str]) -> None:
+def _report(matrix: Matrix, store: Store, out_dir: Path, skipped: dict[str, str], tracker=None) -> None:
     from bench.report.render import ReportError, write_reports
 
     try:
         paths = write_reports(
             matrix.name, matrix.description, list(matrix.cells), store.records(), out_dir,
             skipped=skipped, deviations=matrix.deviations, comparisons=matrix.comparisons,
-            results_dir=store.root,
+            results_dir=store.root, tracking=tracker.summary() if tracker else None,
         )  # fmt: skip
     except ReportError as exc:
         raise StoreError(str(exc)) from exc
     print("report: " + ", ".join(str(p) for p in paths))
+    if tracker is not None:
+        tracker.report(paths)
+
+
+def cmd_track(args) -> int:
+    from bench.tracking.commands import track
+
+    return track(load_matrix(args), Store(results_dir(args)), args.to, Path(args.reports_dir))
+
+
+def cmd_export(args) -> int:
+    from bench.export.command import export
+
+    return export(load_matrix(args), Store(results_dir(args)), args.cell_id, args.to, args.merged,
+                  args.dequantize, _optional_data_dir(args))  # fmt: skip
 
 
 def cmd_tasks(args) -> int:
@@ -370,6 +393,11 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--data-dir", help="the FinLoRA data folder (env BENCH_DATA)")
             s.add_argument("--no-report", action="store_true")
             s.add_argument(
+                "--track", metavar="BACKEND[=URI]",
+                help="also log to mlflow (default: SQLite under the results dir; =URI a server) or wandb "
+                "(offline unless WANDB_MODE says otherwise); over the matrix's `tracking:`",
+            )  # fmt: skip
+            s.add_argument(
                 "--force", action="store_true", help="run cells the memory planner says cannot fit"
             )
             s.add_argument(
@@ -422,6 +450,30 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--update", action="store_true", help="rewrite the baseline from the current records")
     c.add_argument("--data-dir", help="the FinLoRA data folder, for --run (env BENCH_DATA)")
     c.set_defaults(func=cmd_check)
+    tr = sub.add_parser(
+        "track", parents=[common, matrix_opts],
+        help="log (or complete) the store's records of a matrix in MLflow or W&B",
+    )  # fmt: skip
+    tr.add_argument("matrix")
+    tr.add_argument("--to", metavar="BACKEND[=URI]", help="mlflow[=URI] or wandb (default: the matrix's)")
+    tr.add_argument("--reports-dir", default="reports", help="the report files to log (default reports/)")
+    tr.set_defaults(func=cmd_track)
+    e = sub.add_parser(
+        "export", parents=[common, matrix_opts],
+        help="write a cell's adapter or merged model with a model card",
+    )  # fmt: skip
+    e.add_argument("matrix")
+    e.add_argument("cell_id", help="the cell's id, as `bench plan` lists it")
+    e.add_argument("--to", required=True, type=Path, help="the folder to write")
+    e.add_argument(
+        "--merged", action="store_true", help="merge the adapter into its base (peft merge_and_unload)"
+    )
+    e.add_argument(
+        "--dequantize", action="store_true",
+        help="with --merged on a 4/8-bit cell: merge onto the 16-bit weights of the same checkpoint",
+    )  # fmt: skip
+    e.add_argument("--data-dir", help="the data folder (env BENCH_DATA), for the tiny model's tokenizer")
+    e.set_defaults(func=cmd_export)
     d = sub.add_parser("data", help="what the data directory holds; `data fetch [TASK...]` downloads it")
     d.add_argument(
         "action", nargs="?", choices=("fetch",), help="fetch: the tasks' public files, sha256-checked"

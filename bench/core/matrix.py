@@ -16,6 +16,7 @@ Format (see matrices/*.yaml):
   deviations: [sentence, ...]: where the matrix departs from the source it reproduces, and why
   compare:   [{a: {axis: value}, b: {axis: value}, margin: points}]: the pairs the report tests
              (bench.core.comparisons); margin asks an equivalence question
+  tracking:  {backend: mlflow | wandb, uri: ...}: also log the records there (bench.tracking)
 """
 
 from __future__ import annotations
@@ -45,12 +46,13 @@ from bench.core.cell import (
 )
 from bench.core.comparisons import Comparison, parse_comparisons, unmatched
 from bench.core.methods import METHODS
+from bench.core.tracking_spec import TrackingSpec, TrackingSpecError, parse_mapping
 from bench.models.chat_templates import chat_refusal
 from bench.models.sources import source_of
 
 TOP_KEYS = (
     "name", "description", "models", "axes", "base", "exclude", "train", "eval", "overrides", "deviations",
-    "compare", "tasks_dir", "prompt_format",
+    "compare", "tasks_dir", "prompt_format", "tracking",
 )  # fmt: skip
 MODEL_KEYS = tuple(f.name for f in fields(ModelSpec) if f.name != "name")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -70,6 +72,7 @@ class Matrix:
     deviations: tuple[str, ...] = ()
     comparisons: tuple[Comparison, ...] = ()  # the matrix's `compare` (empty: the report's defaults)
     axes: tuple[str, ...] = ()  # the axes the matrix names (canonical names, bench.core.axes)
+    tracking: TrackingSpec | None = None  # the matrix's `tracking` (bench.tracking); never in a cell's key
 
 
 def load(path: str | Path, sets: dict | None = None, tasks_dirs: tuple[Path, ...] = ()) -> Matrix:
@@ -118,7 +121,7 @@ def parse(raw, path: Path, sets: dict | None = None, tasks_dirs: tuple[Path, ...
     return Matrix(
         name=name, description=str(raw.get("description", "")), path=path, cells=tuple(cells.values()),
         deviations=_deviations(ctx, raw), comparisons=_comparisons(ctx, raw, tuple(cells.values())),
-        axes=named,
+        axes=named, tracking=_tracking(ctx, raw.get("tracking")),
     )  # fmt: skip
 
 
@@ -155,6 +158,15 @@ def _comparisons(ctx, raw: dict, cells: tuple[Cell, ...]) -> tuple[Comparison, .
         ctx.fail(f"compare[{i}]", "pairs no two cells: a and b must select cells that differ only in the "
                  "axes they name (same model, task, seed...); check the values against the axes")  # fmt: skip
     return comparisons
+
+
+def _tracking(ctx: _Context, raw) -> TrackingSpec | None:
+    if raw is None:
+        return None
+    try:
+        return parse_mapping(raw)
+    except TrackingSpecError as exc:
+        ctx.fail("tracking", str(exc))
 
 
 class _Context:

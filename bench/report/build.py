@@ -94,6 +94,7 @@ def build_report(
     deviations: tuple[str, ...] = (),
     comparisons: tuple[Comparison, ...] = (),
     samples: SamplesFn | None = None,
+    tracking: str | None = None,
 ) -> Report:
     """`skipped`: cell key -> why the fit check skipped it (shown as "skipped: would not fit");
     `deviations`: the matrix's stated departures from the paper's recipe, for the header;
@@ -119,7 +120,8 @@ def build_report(
         description=description,
         scorer=names[0],
         facts=facts(matrix, states, mine, stale, names)
-        + ((("Deviations from the source", " | ".join(deviations)),) if deviations else ()),
+        + ((("Deviations from the source", " | ".join(deviations)),) if deviations else ())
+        + ((("Tracking", tracking),) if tracking else ()),  # bench.tracking's outcome, a failure included
         lists=problem_lists(states),
         tables=tuple(tables),
         long=tuple(long_rows(matrix, states)),

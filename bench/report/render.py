@@ -74,13 +74,14 @@ def write_reports(
     deviations: tuple[str, ...] = (),
     comparisons: tuple[Comparison, ...] = (),
     results_dir: Path | None = None,
+    tracking: str | None = None,
 ) -> list[Path]:
     """Write out_dir/<matrix>.md, .html and .csv; ReportError when the matrix has no records at all.
     results_dir: where the records' samples files are, for the paired comparisons."""
     samples = SampleReader(results_dir) if results_dir is not None else None
     report = build_report(
         matrix_name, description, cells, records, load_published(),
-        skipped=skipped, deviations=deviations, comparisons=comparisons, samples=samples,
+        skipped=skipped, deviations=deviations, comparisons=comparisons, samples=samples, tracking=tracking,
     )  # fmt: skip
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

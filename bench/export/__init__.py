@@ -1,0 +1,1 @@
+"""`bench export`: a cell's adapter or merged model, with a Hugging Face model card."""
