@@ -357,10 +357,15 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="show what the data directory holds and which splits are local")
     d.add_argument("--data-dir")
     d.set_defaults(func=cmd_data)
+    for each in (p, *sub.choices.values()):  # before or after the command: `bench plan X --debug`
+        each.add_argument("--debug", action="store_true", default=False if each is p else argparse.SUPPRESS,
+                          help="print the full traceback of an unexpected error (else it goes to a log file)")
     return p
 
 
 def main(argv=None) -> int:
+    from bench import cli_errors
+
     args = parser().parse_args(argv)
     try:
         return args.func(args)
@@ -369,6 +374,10 @@ def main(argv=None) -> int:
         return 2
     except BrokenPipeError:  # `bench plan ... | head`
         return 0
+    except KeyboardInterrupt:
+        return cli_errors.interrupted(args.command, results_dir(args) if "results_dir" in args else None)
+    except Exception as exc:  # noqa: BLE001 - one line and a log file instead of a traceback
+        return cli_errors.unexpected(exc, args.command, getattr(args, "debug", False))
 
 
 if __name__ == "__main__":
