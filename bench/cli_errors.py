@@ -30,9 +30,9 @@ def unexpected(exc: BaseException, command: str, debug: bool) -> int:
         where = "traceback above"
     else:
         log = _write_log(command, text)
-        where = f"full traceback in {log}" if log else "no log could be written; --debug prints the traceback"
+        where = f"full traceback in {log}; --debug prints it" if log else "--debug prints the traceback"
     first = (str(exc).strip().splitlines() or [""])[0][:300]
-    print(f"error: bench {command}: {type(exc).__name__}: {first} ({where}; --debug prints it)", file=sys.stderr)
+    print(f"error: bench {command}: {type(exc).__name__}: {first} ({where})", file=sys.stderr)
     return 2 if isinstance(exc, INPUT_KINDS) else 1
 
 
