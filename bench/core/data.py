@@ -56,6 +56,9 @@ def resolve_data_dir(flag: str | os.PathLike | None = None) -> Path:
             "fpb/, ner/, ... (a copy of the FinLoRA data; see README 'Data')"
         )
     path = Path(raw).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise DataError(f"data directory {path} is a file, not a folder (from --data-dir or {DATA_ENV}); "
+                        "point it at the folder that holds fpb/, ner/, ...")  # fmt: skip
     if not path.is_dir():
         raise DataError(f"data directory {path} does not exist (from --data-dir or {DATA_ENV})")
     return path
@@ -63,20 +66,40 @@ def resolve_data_dir(flag: str | os.PathLike | None = None) -> Path:
 
 def load_rows(path: Path) -> list[dict]:
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(
-                    f"{path}:{number}: not valid JSON ({exc.msg}); fix or remove that line"
-                ) from exc
-            if not isinstance(row, dict) or not isinstance(row.get("context"), str) or "target" not in row:
-                raise DataError(f"{path}:{number}: a row needs string 'context' and 'target' keys")
-            rows.append({"context": row["context"], "target": str(row["target"])})
+    for number, line in _numbered_lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number}: not valid JSON ({exc.msg}); fix or remove that line") from exc
+        rows.append(_checked_row(path, number, row))
     return rows
+
+
+def _numbered_lines(path: Path) -> list[tuple[int, str]]:
+    """The file's lines as UTF-8 text; a byte that is not UTF-8 is an error naming its line."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror})") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte {data[exc.start]:#04x}); "
+                        "re-save the file as UTF-8") from exc  # fmt: skip
+    return list(enumerate(text.split("\n"), start=1))
+
+
+def _checked_row(path: Path, number: int, row) -> dict:
+    """A row is an object with string 'context' and 'target' (a null or a number is not a label)."""
+    if not isinstance(row, dict) or not isinstance(row.get("context"), str) or "target" not in row:
+        raise DataError(f"{path}:{number}: a row needs string 'context' and 'target' keys")
+    if not isinstance(row["target"], str) or not row["target"].strip():
+        raise DataError(f"{path}:{number}: 'target' is {json.dumps(row['target'])}; it must be a non-empty "
+                        "string (the answer's text), e.g. \"positive\"")  # fmt: skip
+    return {"context": row["context"], "target": row["target"]}
 
 
 def group_key(context: str) -> str:
@@ -92,7 +115,12 @@ def in_local_test(context: str) -> bool:
 
 
 def _first_existing(folder: Path, names: tuple[str, ...]) -> Path | None:
-    return next((folder / n for n in names if (folder / n).is_file()), None)
+    for path in (folder / n for n in names):
+        if path.exists() and not path.is_file():  # a folder named test.jsonl is no reason for a local split
+            raise DataError(f"{path} is not a file; remove it or put the task's rows there as JSONL")
+        if path.is_file():
+            return path
+    return None
 
 
 def task_files(task: str, data_dir: Path) -> tuple[Path | None, Path | None]:
