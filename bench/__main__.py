@@ -24,9 +24,10 @@ from bench.orchestration.cluster import ClusterError
 from bench.orchestration.runner import BusyError, cell_status, plan
 from bench.planning import fit
 from bench.planning.fit import SKIPPED, unfit
+from bench.planning.planner import PlanError
 
 RESULTS_ENV = "BENCH_RESULTS"
-USER_ERRORS = (MatrixError, DataError, StoreError, BusyError, ClusterError)
+USER_ERRORS = (MatrixError, DataError, StoreError, BusyError, ClusterError, PlanError)
 
 
 def results_dir(args) -> Path:
@@ -56,9 +57,9 @@ def cmd_plan(args) -> int:
     records = Store(results_dir(args)).records()
     last = latest(records)
     data_dir = _optional_data_dir(args)
+    too_big = unfit(matrix.cells, data_dir, fit.visible_gpu_gb())  # first: it refuses a cell it cannot size
     print(f"matrix {matrix.name}: {len(matrix.cells)} cells ({matrix.path})")
     print(f"{'status':<8} {'cell':<58} {'key':<16}  predicted GiB/GPU (train, eval)")
-    too_big = unfit(matrix.cells, data_dir, fit.visible_gpu_gb())
     for cell in matrix.cells:
         p = predict(cell, data_dir)
         memory = "unknown (no local config.json)" if p is None else f"{_gb(p.train_gb)}, {_gb(p.eval_gb)}"
@@ -370,7 +371,8 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        where = f"{args.matrix}: " if isinstance(exc, PlanError) and "matrix" in args else ""
+        print(f"error: {where}{exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `bench plan ... | head`
         return 0
