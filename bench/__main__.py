@@ -101,6 +101,8 @@ def cmd_run(args) -> int:
     _check_data(matrix, data_dir)
     store = Store(results_dir(args))
     store.check_writable()
+    if not args.no_report:  # now, not after the whole matrix ran
+        _check_reports_dir(Path(args.reports_dir), matrix.name)
     steps = plan(matrix.cells, store.records(), _retry(args.retry), args.rerun)
     too_big = unfit({s.cell for s in steps}, data_dir, fit.visible_gpu_gb())
     for cell in dict.fromkeys(s.cell for s in steps if s.cell.key in too_big):
@@ -148,9 +150,20 @@ def _refuse_multinode(steps: list) -> None:
 
 def cmd_report(args) -> int:
     matrix = load(args.matrix)
+    _check_reports_dir(Path(args.reports_dir), matrix.name)
     skipped = unfit(matrix.cells, _optional_data_dir(args), fit.visible_gpu_gb())
     _report(matrix, Store(results_dir(args)), Path(args.reports_dir), skipped)
     return 0
+
+
+def _check_reports_dir(folder: Path, name: str) -> None:
+    from bench.core.store import check_output_dir
+    from bench.report.render import report_paths
+
+    check_output_dir(folder, "reports", "pass --reports-dir a writable folder")
+    for path in report_paths(folder, name):
+        if path.exists() and not path.is_file():
+            raise StoreError(f"{path} is not a file, so the report cannot be written there; move it away")
 
 
 def _report(matrix: Matrix, store: Store, out_dir: Path, skipped: dict[str, str]) -> None:
