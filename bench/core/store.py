@@ -18,6 +18,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from bench.core.metrics import METRICS
 from bench.core.records import RunRecord, Status
 
 
@@ -97,7 +98,9 @@ def check_output_dir(folder: Path, what: str, fix: str, min_free: int = MIN_FREE
 
 # Record fields whose type the report and the gate rely on (a wrong one is a skipped line, not a crash).
 FIELD_TYPES = {"cell_key": str, "cell_id": str, "cell": dict, "metrics": dict, "scores": list, "data": list,
-               "env": dict, "artifacts": dict, "notes": list, "wall_s": int | float}  # fmt: skip
+               "env": dict, "artifacts": dict, "notes": list, "wall_s": int | float, "started_at": str,
+               "finished_at": str, "matrix": str, "error": str | None, "log_tail": str | None}  # fmt: skip
+SCORE_TYPES = {"task": str, "scorer": str}
 
 
 def record_from_line(raw: bytes) -> RunRecord:
@@ -110,7 +113,21 @@ def record_from_line(raw: bytes) -> RunRecord:
             raise TypeError(f"'{name}' is {type(data[name]).__name__}, not {getattr(kind, '__name__', kind)}")
     if not all(isinstance(s, dict) for s in data.get("scores", [])):
         raise TypeError("'scores' must be a list of mappings")
+    _check_numbers("metrics", data.get("metrics", {}))
+    for score in data.get("scores", []):
+        _check_numbers("scores", score)
+        for name, kind in SCORE_TYPES.items():
+            if not isinstance(score.get(name), kind):
+                raise TypeError(f"a score's '{name}' is {type(score.get(name)).__name__}, not a string")
     return RunRecord.from_dict(data)
+
+
+def _check_numbers(where: str, values: dict) -> None:
+    """The registry's metrics (accuracy, train_loss_last, ...) are numbers or null wherever they occur."""
+    for name in METRICS.keys() & values.keys():
+        value = values[name]
+        if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
+            raise TypeError(f"{where}: '{name}' is {type(value).__name__}, not a number")
 
 
 def _append_or_restore(fh, path: Path, data: bytes) -> None:
