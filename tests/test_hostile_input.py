@@ -393,3 +393,10 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch):
     assert code == 130 and "Traceback" not in output
     assert f"interrupted: every record written so far is kept in {tmp_path / 'r' / 'records.jsonl'}" in output
     assert "run the same command again to resume" in output
+
+
+def test_results_dir_on_a_full_disk_is_refused_before_anything_runs(tiny_fs, tmp_path, capsys, small_data):
+    code, output = bench(capsys, "run", write_matrix(tmp_path), "--data-dir", small_data,
+                         "--results-dir", tiny_fs / "r")  # fmt: skip
+    assert_clear(code, output, f"results directory {tiny_fs / 'r'} has", "MiB free")
+    assert not (tiny_fs / "r" / "records.jsonl").exists()
