@@ -107,7 +107,7 @@ def record_from_line(raw: bytes) -> RunRecord:
     """One store line as a RunRecord; ValueError/TypeError when it is JSON but not a record object."""
     data = json.loads(raw)
     if not isinstance(data, dict):
-        raise TypeError(f"a {type(data).__name__}, not a record object")
+        raise TypeError(f"{_json_kind(data)}, not a record object")
     for name, kind in FIELD_TYPES.items():
         if name in data and (not isinstance(data[name], kind) or isinstance(data[name], bool)):
             raise TypeError(f"'{name}' is {type(data[name]).__name__}, not {getattr(kind, '__name__', kind)}")
@@ -120,6 +120,12 @@ def record_from_line(raw: bytes) -> RunRecord:
             if not isinstance(score.get(name), kind):
                 raise TypeError(f"a score's '{name}' is {type(score.get(name)).__name__}, not a string")
     return RunRecord.from_dict(data)
+
+
+def _json_kind(value) -> str:
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    return {list: "a JSON array", str: "a string", int: "a number", float: "a number"}[type(value)]
 
 
 def _check_numbers(where: str, values: dict) -> None:
