@@ -208,7 +208,7 @@ def cmd_data(args) -> int:
         try:
             info = load_splits(task, data_dir).info
         except DataError as exc:
-            print(f"{task:<11} missing: {exc}")
+            print(f"{task:<11} not usable: {exc}")
             continue
         print(f"{task:<11} train {info.train_rows:>6}  test {info.test_rows:>5}  {info.note}")
     return 0
