@@ -25,11 +25,12 @@ from bench.orchestration.cluster import ClusterError
 from bench.orchestration.runner import BusyError, cell_status, plan
 from bench.planning import fit
 from bench.planning.fit import SKIPPED, unfit
+from bench.planning.planner import PlanError
 from bench.tracking import TrackedStore
 from bench.tracking.commands import log_store, tracker_for
 
 RESULTS_ENV = "BENCH_RESULTS"
-USER_ERRORS = (MatrixError, DataError, StoreError, BusyError, ClusterError, TaskError)
+USER_ERRORS = (MatrixError, DataError, StoreError, BusyError, ClusterError, TaskError, PlanError)
 
 
 def load_matrix(args) -> Matrix:
@@ -82,11 +83,11 @@ def cmd_plan(args) -> int:
     records = Store(results_dir(args)).records()
     last = latest(records)
     data_dir = _optional_data_dir(args)
+    too_big = unfit(matrix.cells, data_dir, fit.visible_gpu_gb())  # first: it refuses a cell it cannot size
     target = time_plan.plan_target(args.device)
     times = time_plan.predictions(matrix.cells, data_dir, records, target)
     print(f"matrix {matrix.name}: {len(matrix.cells)} cells ({matrix.path})")
     print(f"{'status':<8} {'cell':<58} {'key':<16}  predicted GiB/GPU (train, eval); time on {target.name}")
-    too_big = unfit(matrix.cells, data_dir, fit.visible_gpu_gb())
     for cell in matrix.cells:
         p = predict(cell, data_dir)
         memory = "unknown (no local config.json)" if p is None else f"{_gb(p.train_gb)}, {_gb(p.eval_gb)}"
@@ -133,6 +134,8 @@ def cmd_run(args) -> int:
     store.check_writable()
     tracker = tracker_for(args.track, matrix, store)
     store = store if tracker is None else TrackedStore(store, tracker)  # the sink sees each appended record
+    if not args.no_report:  # now, not after the whole matrix ran
+        _check_reports_dir(Path(args.reports_dir), matrix.name)
     steps = plan(matrix.cells, store.records(), _retry(args.retry), args.rerun)
     too_big = unfit({s.cell for s in steps}, data_dir, fit.visible_gpu_gb())
     for cell in dict.fromkeys(s.cell for s in steps if s.cell.key in too_big):
@@ -184,9 +187,20 @@ def _refuse_multinode(steps: list) -> None:
 
 def cmd_report(args) -> int:
     matrix = load_matrix(args)
+    _check_reports_dir(Path(args.reports_dir), matrix.name)
     skipped = unfit(matrix.cells, _optional_data_dir(args), fit.visible_gpu_gb())
     _report(matrix, Store(results_dir(args)), Path(args.reports_dir), skipped)
     return 0
+
+
+def _check_reports_dir(folder: Path, name: str) -> None:
+    from bench.core.store import check_output_dir
+    from bench.report.render import report_paths
+
+    check_output_dir(folder, "reports", "pass --reports-dir a writable folder")
+    for path in report_paths(folder, name):
+        if path.exists() and not path.is_file():
+            raise StoreError(f"{path} is not a file, so the report cannot be written there; move it away")
 
 
 def _report(matrix: Matrix, store: Store, out_dir: Path, skipped: dict[str, str], tracker=None) -> None:
@@ -261,7 +275,7 @@ def cmd_data(args) -> int:
         try:
             info = load_splits(task, data_dir).info
         except DataError as exc:
-            print(f"{task:<11} missing: {exc}")
+            print(f"{task:<11} not usable: {exc}")
             continue
         print(f"{task:<11} train {info.train_rows:>6}  test {info.test_rows:>5}  {info.note}")
     return 0
@@ -486,18 +500,28 @@ def parser() -> argparse.ArgumentParser:
         help="fetch from a copy laid out like the data folder (env BENCH_DATA_MIRROR)",
     )
     d.set_defaults(func=cmd_data)
+    for each in (p, *sub.choices.values()):  # before or after the command: `bench plan X --debug`
+        each.add_argument("--debug", action="store_true", default=False if each is p else argparse.SUPPRESS,
+                          help="print the full traceback of an unexpected error (else it goes to a log file)")
     return p
 
 
 def main(argv=None) -> int:
+    from bench import cli_errors
+
     args = parser().parse_args(argv)
     try:
         return args.func(args)
     except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        where = f"{args.matrix}: " if isinstance(exc, PlanError) and "matrix" in args else ""
+        print(f"error: {where}{exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `bench plan ... | head`
         return 0
+    except KeyboardInterrupt:
+        return cli_errors.interrupted(args.command, results_dir(args) if "results_dir" in args else None)
+    except Exception as exc:  # noqa: BLE001 - one line and a log file instead of a traceback
+        return cli_errors.unexpected(exc, args.command, getattr(args, "debug", False))
 
 
 if __name__ == "__main__":

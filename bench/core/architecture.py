@@ -34,6 +34,24 @@ class Shape:
         return dict(zip(LINEAR_MODULES, dims, strict=True))
 
 
+SHAPE_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+
+
+def config_problem(config) -> str | None:
+    """What keeps shape() from reading a config.json, as a sentence; None when it can."""
+    if not isinstance(config, dict):
+        return f"holds a JSON {type(config).__name__}, not an object of model settings"
+    for key in SHAPE_KEYS + ("num_key_value_heads", "head_dim"):
+        value = config.get(key)
+        if key in SHAPE_KEYS and value is None:
+            return f"has no '{key}' (a transformers Llama-family config needs {', '.join(SHAPE_KEYS)})"
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+            return f"has '{key}': {value!r}; it must be a positive whole number"
+    if config["hidden_size"] % config["num_attention_heads"] and not config.get("head_dim"):
+        return "has a hidden_size that num_attention_heads does not divide, and no head_dim"
+    return None
+
+
 def shape(config: dict) -> Shape:
     heads = config["num_attention_heads"]
     return Shape(

@@ -61,6 +61,9 @@ def resolve_data_dir(flag: str | os.PathLike | None = None) -> Path:
             "fpb/, ner/, ... (`bench data fetch` fills one; see README 'Data')"
         )
     path = Path(raw).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise DataError(f"data directory {path} is a file, not a folder (from --data-dir or {DATA_ENV}); "
+                        "point it at the folder that holds fpb/, ner/, ...")  # fmt: skip
     if not path.is_dir():
         raise DataError(f"data directory {path} does not exist (from --data-dir or {DATA_ENV})")
     return path
@@ -69,20 +72,39 @@ def resolve_data_dir(flag: str | os.PathLike | None = None) -> Path:
 def load_rows(path: Path) -> list[dict]:
     """The objects of a JSON Lines file, in order; blank lines are skipped."""
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(
-                    f"{path}:{number}: not valid JSON ({exc.msg}); fix or remove that line"
-                ) from exc
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{number}: a row must be a JSON object with the task's columns")
-            rows.append(row)
+    for number, line in _numbered_lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number}: not valid JSON ({exc.msg}); fix or remove that line") from exc
+        rows.append(_checked_row(path, number, row))
     return rows
+
+
+def _numbered_lines(path: Path) -> list[tuple[int, str]]:
+    """The file's lines as UTF-8 text; a byte that is not UTF-8 is an error naming its line."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror})") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte {data[exc.start]:#04x}); "
+                        "re-save the file as UTF-8") from exc  # fmt: skip
+    return list(enumerate(text.split("\n"), start=1))
+
+
+def _checked_row(path: Path, number: int, row) -> dict:
+    """A row is a JSON object; which columns it needs, and what its target may be, the task file says
+    (render_rows checks them against its templates and label set)."""
+    if not isinstance(row, dict):
+        raise DataError(f"{path}:{number}: a row must be a JSON object with the task's columns, "
+                        f"not {type(row).__name__}")  # fmt: skip
+    return row
 
 
 def group_key(context: str) -> str:
@@ -98,7 +120,12 @@ def in_local_test(key: str, salt: str, fraction: float) -> bool:
 
 
 def _first_existing(folder: Path, names: tuple[str, ...]) -> Path | None:
-    return next((folder / n for n in names if (folder / n).is_file()), None)
+    for path in (folder / n for n in names):
+        if path.exists() and not path.is_file():  # a folder named test.jsonl is no reason for a local split
+            raise DataError(f"{path} is not a file; remove it or put the task's rows there as JSONL")
+        if path.is_file():
+            return path
+    return None
 
 
 def data_folder(spec: TaskSpec, data_dir: Path | None) -> Path:
@@ -233,28 +260,34 @@ def render_rows(spec: TaskSpec, rows: list[dict], source: str) -> list[dict]:
     prompt, target = renderer(spec.prompt), renderer(spec.target)
     out = []
     for number, row in enumerate(rows, start=1):
-        missing = sorted(c for c in needed if c not in row)
-        if missing:
-            raise DataError(
-                f"{source} row {number}: no column {', '.join(map(repr, missing))} (task file {spec.file}); "
-                f"the row has {', '.join(map(repr, row))}: fix the templates or the data"
-            )
-        empty = sorted(c for c in needed if row[c] is None)
-        if empty:
-            raise DataError(
-                f"{source} row {number}: column {', '.join(map(repr, empty))} is empty; "
-                "fill it or remove the row"
-            )
-        label = target(row)
-        label = spec.label_map.get(label, label)
-        if spec.is_label and label not in spec.labels:
-            raise DataError(
-                f"{source} row {number}: target {label!r} is not a label of task {spec.name!r} "
-                f"({', '.join(spec.labels)}); add it to answer.labels or label_map in {spec.file}, "
-                "or fix the row"
-            )
+        _check_columns(spec, row, needed, f"{source} row {number}")
+        label = _label(spec, target(row), f"{source} row {number}")
         out.append({"context": prompt(row), "target": label, "_columns": row})
     return out
+
+
+def _check_columns(spec: TaskSpec, row: dict, needed: set[str], where: str) -> None:
+    missing = sorted(c for c in needed if c not in row)
+    if missing:
+        raise DataError(
+            f"{where}: no column {', '.join(map(repr, missing))} (task file {spec.file}); "
+            f"the row has {', '.join(map(repr, row))}: fix the templates or the data"
+        )
+    empty = sorted(c for c in needed if row[c] is None)
+    if empty:
+        raise DataError(f"{where}: column {', '.join(map(repr, empty))} is empty; fill it or remove the row")
+
+
+def _label(spec: TaskSpec, text: str, where: str) -> str:
+    label = spec.label_map.get(text, text)
+    if not label.strip():
+        raise DataError(f"{where}: the target is empty; give the answer's text, or remove the row")
+    if spec.is_label and label not in spec.labels:
+        raise DataError(
+            f"{where}: target {label!r} is not a label of task {spec.name!r} ({', '.join(spec.labels)}); "
+            f"add it to answer.labels or label_map in {spec.file}, or fix the row"
+        )
+    return label
 
 
 def data_sha256(task: str, data_dir: Path | None) -> dict:

@@ -26,8 +26,6 @@ import re
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-import yaml
-
 from bench.core import axes as axis_registry
 from bench.core import expand
 from bench.core.catalog import training_sets
@@ -45,6 +43,7 @@ from bench.core.cell import (
     TrainConfig,
 )
 from bench.core.comparisons import Comparison, parse_comparisons, unmatched
+from bench.core.matrix_file import MatrixError, check_file_names, read_yaml
 from bench.core.methods import METHODS
 from bench.core.tracking_spec import TrackingSpec, TrackingSpecError, parse_mapping
 from bench.models.chat_templates import chat_refusal
@@ -56,10 +55,6 @@ TOP_KEYS = (
 )  # fmt: skip
 MODEL_KEYS = tuple(f.name for f in fields(ModelSpec) if f.name != "name")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-class MatrixError(Exception):
-    """A matrix file is wrong; the message names the file, the key and the fix."""
 
 
 @dataclass(frozen=True)
@@ -77,15 +72,10 @@ class Matrix:
 
 def load(path: str | Path, sets: dict | None = None, tasks_dirs: tuple[Path, ...] = ()) -> Matrix:
     path = Path(path)
-    if not path.is_file():
-        raise MatrixError(f"{path}: no such matrix file")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise MatrixError(f"{path}:{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from exc
-    return parse(raw, path, sets, tasks_dirs)
+    raw = read_yaml(path)
+    matrix = parse(raw, path, sets, tasks_dirs)
+    check_file_names(path, matrix.name, matrix.cells)
+    return matrix
 
 
 def parse(raw, path: Path, sets: dict | None = None, tasks_dirs: tuple[Path, ...] = ()) -> Matrix:

@@ -7,6 +7,7 @@ See bench.gate.check for the file's shape and baselines/README.md for what each 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import yaml
@@ -41,24 +42,47 @@ def load_baseline(path: Path) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
         data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
-    except (ValueError, yaml.YAMLError) as exc:
+    except (ValueError, yaml.YAMLError, RecursionError) as exc:
         raise CheckError(f"{path}: not valid {'YAML' if path.suffix != '.json' else 'JSON'} ({exc})") from exc
     if not isinstance(data, dict) or not isinstance(data.get("cells"), dict):
         raise CheckError(f"{path}: needs a mapping with 'cells': {{cell id: {{metrics: ...}}}}")
-    for cell_id, cell in data["cells"].items():
-        for metric, entry in (cell or {}).get("metrics", {}).items():
-            data["cells"][cell_id]["metrics"][metric] = _entry(path, cell_id, metric, entry)
+    for cell_id, cell in list(data["cells"].items()):
+        if cell is None:  # a cell written with nothing under it: nothing to check
+            data["cells"][cell_id] = cell = {}
+        metrics = _metrics_of(path, cell_id, cell)
+        for metric, entry in metrics.items():
+            metrics[metric] = _entry(path, cell_id, metric, entry)
     return data
+
+
+def _metrics_of(path: Path, cell_id, cell) -> dict:
+    """A baseline cell is a mapping whose 'metrics' is a mapping (empty or absent: nothing to check)."""
+    if not isinstance(cell, dict):
+        raise CheckError(f"{path}: cells.{cell_id}: must be a mapping {{key: ..., metrics: {{...}}}}, "
+                         f"not {type(cell).__name__}; `bench check MATRIX --update` rewrites it")  # fmt: skip
+    if cell.get("metrics") is None:
+        cell["metrics"] = {}
+    metrics = cell["metrics"]
+    if not isinstance(metrics, dict):
+        raise CheckError(f"{path}: cells.{cell_id}.metrics: must be a mapping of metric name to "
+                         f"{{value, tolerance}}, not {type(metrics).__name__}")  # fmt: skip
+    return metrics
+
+
+def finite(value) -> bool:
+    """A real number: not a bool, not NaN, not infinite (a NaN tolerance would pass every value)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _entry(path: Path, cell_id: str, metric: str, entry) -> dict:
     where = f"{path}: cells.{cell_id}.metrics.{metric}"
-    if not isinstance(entry, dict) or not isinstance(entry.get("value"), int | float):
-        raise CheckError(f"{where}: needs a numeric 'value' (and 'tolerance')")
+    if not isinstance(entry, dict) or not finite(entry.get("value")):
+        got = repr(entry.get("value")) if isinstance(entry, dict) else type(entry).__name__
+        raise CheckError(f"{where}: needs a numeric 'value' (finite, and a 'tolerance'), not {got}")
     if metric == SPEED:  # a floor on the interval's lower bound (an older file's tolerance is unused)
         floor = entry.get("floor", FLOOR)
-        if not isinstance(floor, int | float) or floor <= 0:
-            raise CheckError(f"{where}: 'floor' must be a number > 0 (bench / plain), e.g. {FLOOR}")
+        if not finite(floor) or floor <= 0:
+            raise CheckError(f"{where}: 'floor' must be a finite number > 0 (bench / plain), e.g. {FLOOR}")
         return {**entry, "floor": floor, "kind": "floor", "better": "higher"}
     try:
         kind, better, tolerance = rule(metric)
@@ -67,8 +91,8 @@ def _entry(path: Path, cell_id: str, metric: str, entry) -> dict:
     full = {"kind": kind, "better": better, "tolerance": tolerance, **entry}
     if full["kind"] not in ("absolute", "relative") or full["better"] not in ("higher", "lower"):
         raise CheckError(f"{where}: 'kind' must be absolute|relative and 'better' higher|lower")
-    if not isinstance(full["tolerance"], int | float) or full["tolerance"] < 0:
-        raise CheckError(f"{where}: 'tolerance' must be a number >= 0")
+    if not finite(full["tolerance"]) or full["tolerance"] < 0:
+        raise CheckError(f"{where}: 'tolerance' must be a finite number >= 0, not {full['tolerance']!r}")
     return full
 
 

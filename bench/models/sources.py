@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.core.architecture import config_problem
 from bench.core.cell import ModelSpec
 from bench.models import CONFIGS_DIR
 
@@ -118,7 +119,20 @@ def _check_local(source: str, weights: str, base: Path) -> tuple[str, str] | Non
     folder = local_dir(source, base)
     if not (folder / "config.json").is_file():
         return "source", f"local model directory {folder} has no config.json; fix the path"
-    return None
+    problem = local_config_problem(folder / "config.json")
+    return ("source", f"{folder / 'config.json'} {problem}; point 'source' at a transformers checkpoint") \
+        if problem else None  # fmt: skip
+
+
+def local_config_problem(path: Path) -> str | None:
+    """Why the planner and the loader could not read this config.json, or None."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"cannot be read ({exc})"
+    except json.JSONDecodeError as exc:
+        return f"is not valid JSON (line {exc.lineno}: {exc.msg})"
+    return config_problem(config)
 
 
 def _check_hub(source: str, weights: str, base: Path) -> tuple[str, str] | None:

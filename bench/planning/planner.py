@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from bench.core.architecture import LINEAR_MODULES, config_problem
 from bench.core.catalog import training_set
 from bench.core.cell import Cell, ModelSpec
 from bench.core.data import DataError, load_splits
@@ -54,12 +55,32 @@ def longest_tokens(cell: Cell, data_dir: Path | None) -> int:
     return max(1, min(cap, round(longest / CHARS_PER_TOKEN)))
 
 
+class PlanError(Exception):
+    """A cell the planner cannot size: bad input (the message names the cell, the key and the fix)."""
+
+
 @lru_cache(maxsize=1024)  # plan, the fit check and every record of a run ask for the same cells
 def predict(cell: Cell, data_dir: Path | None = None) -> Prediction | None:
-    """What a GPU run of the cell will allocate, per GPU (the CPU has no such limit)."""
-    config = architecture(cell.model)
+    """What a GPU run of the cell will allocate, per GPU (the CPU has no such limit). Raises PlanError
+    for a cell it cannot size (unknown target modules, a config.json without the shapes it needs)."""
+    try:
+        config = architecture(cell.model)
+    except (OSError, ValueError) as exc:
+        problem = f"its config.json cannot be read ({exc})"
+        raise PlanError(f"cell {cell.id}: model {cell.model.name!r}: {problem}") from exc
     if config is None:
         return None
+    problem = config_problem(config)
+    if problem:
+        raise PlanError(f"cell {cell.id}: model {cell.model.name!r}: its config.json {problem}")
+    unknown = [m for m in (cell.train.target_modules if cell.train else ()) if m not in LINEAR_MODULES]
+    if unknown:
+        raise PlanError(f"cell {cell.id}: key 'train.target_modules': unknown module(s) {unknown}; "
+                        f"use some of {', '.join(LINEAR_MODULES)}")  # fmt: skip
+    return _predict(cell, config, data_dir)
+
+
+def _predict(cell: Cell, config: dict, data_dir: Path | None) -> Prediction:
     seq = longest_tokens(cell, data_dir)
     # Evaluation runs on one node: layers split over that node's GPUs, not the whole training's.
     evaluation = predict_eval(

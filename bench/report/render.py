@@ -64,6 +64,13 @@ def render_html(report: Report) -> str:
     return environment().get_template("report.html.j2").render(report=report, plots=plots)
 
 
+REPORT_EXTENSIONS = ("md", "html", "csv")
+
+
+def report_paths(out_dir: Path, matrix_name: str) -> tuple[Path, ...]:
+    return tuple(Path(out_dir) / f"{matrix_name}.{ext}" for ext in REPORT_EXTENSIONS)
+
+
 def write_reports(
     matrix_name: str,
     description: str,
@@ -85,7 +92,7 @@ def write_reports(
     )  # fmt: skip
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    md, html, csv = (out_dir / f"{matrix_name}.{ext}" for ext in ("md", "html", "csv"))
+    md, html, csv = report_paths(out_dir, matrix_name)
     md.write_text(render_markdown(report), encoding="utf-8")
     html.write_text(render_html(report), encoding="utf-8")
     report.frame().to_csv(csv, index=False, lineterminator="\n")
