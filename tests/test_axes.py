@@ -180,3 +180,12 @@ def test_prompt_format_as_an_axis_keeps_the_raw_cells_keys():
     assert chat.prompt_format == "chat" and chat.id.endswith("__chat") and chat.key != raw.key
     top = expand(prompt_format="chat").cells[0]
     assert top.key == chat.key
+
+
+def test_a_rank_above_the_adapted_layers_size_is_refused_before_anything_loads(tmp_path, capsys):
+    matrix = tmp_path / "m.yaml"
+    huge = {**BASE["axes"], "quant": [{"bits": 4, "rank": 1000000000}]}
+    matrix.write_text(json.dumps({**BASE, "axes": huge}))
+    assert main(["plan", str(matrix), "--results-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "key 'rank': 1000000000 is larger than the smallest side" in err and "Traceback" not in err

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from bench.core.architecture import LINEAR_MODULES, config_problem
+from bench.core.architecture import LINEAR_MODULES, config_problem, shape
 from bench.core.catalog import training_set
 from bench.core.cell import Cell, ModelSpec
 from bench.core.data import DataError, load_splits
@@ -77,7 +77,21 @@ def predict(cell: Cell, data_dir: Path | None = None) -> Prediction | None:
     if unknown:
         raise PlanError(f"cell {cell.id}: key 'train.target_modules': unknown module(s) {unknown}; "
                         f"use some of {', '.join(LINEAR_MODULES)}")  # fmt: skip
+    _check_rank(cell, config)
     return _predict(cell, config, data_dir)
+
+
+def _check_rank(cell: Cell, config: dict) -> None:
+    """A LoRA rank above a target layer's smaller side is no low-rank update (peft would build it and
+    the plan would predict terabytes for rank 1e9): refused before anything loads."""
+    if cell.is_base:
+        return
+    dims = shape(config).linears()
+    limit = min(min(dims[m]) for m in cell.train.target_modules)
+    if cell.rank > limit:
+        raise PlanError(f"cell {cell.id}: key 'rank': {cell.rank} is larger than the smallest side ({limit}) "
+                        f"of the layers it adapts ({', '.join(cell.train.target_modules)}); use a rank "
+                        f"well below {limit}, e.g. 4-64")  # fmt: skip
 
 
 def _predict(cell: Cell, config: dict, data_dir: Path | None) -> Prediction:
