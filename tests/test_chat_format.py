@@ -48,7 +48,9 @@ def test_chat_is_a_cell_setting_and_raw_cells_keep_their_keys():
 def no_template_model(folder: Path) -> Path:
     model = folder / "plain-model"
     model.mkdir()
-    (model / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    from bench.models.sources import TINY_CONFIG
+
+    (model / "config.json").write_text(json.dumps({"model_type": "llama", "vocab_size": 512, **TINY_CONFIG}))
     (model / "tokenizer_config.json").write_text(json.dumps({"eos_token": "</s>"}))
     return model
 
