@@ -133,6 +133,10 @@ def cmd_run(args) -> int:
     print(f"done: {len(written)} records written, {sum(failed.values())} not ok{detail}{retried}")
     if not args.no_report:
         _report(matrix, store, Path(args.reports_dir), {} if args.force else too_big)
+    from bench.orchestration.preemption import PREEMPTED_EXIT
+
+    if "preempted" in failed:  # stopped on request: a scheduler that requeues the job runs it again
+        return PREEMPTED_EXIT
     return 1 if failed else 0  # the records and the report are written either way
 
 

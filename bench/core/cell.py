@@ -59,6 +59,11 @@ class TrainConfig:
     method: str = "lora"  # lora | dora | rslora (bench.core.methods)
     loss_logits: str = "targets"  # targets | all (LOSS_LOGITS)
     batching: str = "length_grouped"  # length_grouped | random (BATCHINGS)
+    # Training checkpoints (bench.workers.checkpoints): optimizer steps between two; None = a tenth of
+    # the run, 0 = none. checkpoint_keep: how many stay; keep_checkpoints: keep them after an ok end.
+    checkpoint_every: int | None = None
+    checkpoint_keep: int = 2
+    keep_checkpoints: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,7 @@ LATER_EVAL_FIELDS = {"protocol": "bench", "seed": None}
 LATER_TRAIN_FIELDS = {
     "weight_decay": 0.0, "var_freeze_step": None, "method": "lora",
     "loss_logits": "targets", "batching": "length_grouped",
+    "checkpoint_every": None, "checkpoint_keep": 2, "keep_checkpoints": False,
 }  # fmt: skip
 
 

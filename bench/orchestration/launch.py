@@ -22,6 +22,7 @@ from pathlib import Path
 from bench.core.outcomes import EVENT_PREFIX, STARTED, outcome_path, read_outcome
 from bench.core.records import Phase, RunRecord, Status, environment, now
 from bench.orchestration.orphans import die_with_parent, kill_tree, remember, tree_of
+from bench.orchestration.preemption import STOP
 from bench.orchestration.runner import Step
 from bench.planning.planner import predict
 
@@ -66,7 +67,7 @@ class Launcher:
             self.command(step, cell_dir), log_path, config.time_limit_s, cell_dir / f"{step.phase}.pid"
         )
         outcome = read_outcome(outcome_path(cell_dir, step.phase))
-        status, error = classify(returncode, timed_out, outcome, log_path, config.time_limit_s)
+        status, error = STOP.outcome(*classify(returncode, timed_out, outcome, log_path, config.time_limit_s))
         return self._record(step, outcome, status, error, log_path, started, time.monotonic() - t0)
 
     def group(self, steps: Sequence[Step], emit: Callable[[RunRecord], None]) -> None:
@@ -102,10 +103,12 @@ class Launcher:
         first = pending[0]
         reached = [i for i in pending if (dirs[i] / STARTED).is_file()]
         own_limit = limits[first] if reached and _overran(dirs[first] / STARTED, limits[first]) else limit
-        status, error = classify(returncode, timed_out, {}, log_path, own_limit)
+        status, error = STOP.outcome(*classify(returncode, timed_out, {}, log_path, own_limit))
         hit = pending if not reached else [first]  # nothing started: the shared load is what failed
         for i in hit:
             emit(self._record(steps[i], {}, status, error, log_path, started, time.monotonic() - clock[0]))
+        if STOP.requested:  # the cells it never reached have no record: the next run takes them up
+            return
         rest = [steps[i] for i in pending if i not in hit]
         if len(rest) > 1:
             self.group(rest, emit)
@@ -166,15 +169,17 @@ class Launcher:
                 start_new_session=True, text=True, errors="replace", preexec_fn=die_with_parent,
             )  # fmt: skip
             remember(pid_file, proc.pid)
+            STOP.watch(proc.pid, ranks="torch.distributed.run" in command)
             pump = threading.Thread(target=self._pump, args=(proc, log), daemon=True)
             pump.start()
-            try:
-                _wait(proc, limit, on_tick)
+            try:  # a worker told to stop that overruns its grace ends as one over its time limit
+                _wait(proc, limit, lambda: STOP.overdue() or bool(on_tick and on_tick()))
                 timed_out = False
             except subprocess.TimeoutExpired:
                 _kill_group(proc)
                 timed_out = True
             finally:
+                STOP.unwatch(proc.pid)
                 if proc.poll() is None:  # the runner itself is being stopped
                     _kill_group(proc)
             pump.join(timeout=10)

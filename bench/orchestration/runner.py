@@ -16,6 +16,10 @@ from bench.core.cell import Cell
 from bench.core.records import Phase, RunRecord, Status
 from bench.core.store import Store, is_ok, latest
 from bench.orchestration.orphans import kill_leftovers
+from bench.orchestration.preemption import STOP
+
+# A step stopped on request (a preemption) is not a result: the next run takes it up without --retry.
+RESUMABLE = frozenset({Status.PREEMPTED})
 
 
 class BusyError(Exception):
@@ -68,17 +72,18 @@ def _by_base(steps: list[Step]) -> list[Step]:
 
 def _needed(cells, records, retry, rerun) -> list[Step]:
     last = latest(records)
+    again = retry | RESUMABLE
     steps: list[Step] = []
     for cell in cells:
         if not cell.is_base:
             train = last.get((cell.key, Phase.TRAIN))
-            if rerun or train is None or train.status in retry:
+            if rerun or train is None or train.status in again:
                 steps += [Step(cell, Phase.TRAIN), Step(cell, Phase.EVAL)]
                 continue
             if train.status != Status.OK:
                 continue
         evaluated = last.get((cell.key, Phase.EVAL))
-        if rerun or evaluated is None or evaluated.status in retry:
+        if rerun or evaluated is None or evaluated.status in again:
             steps.append(Step(cell, Phase.EVAL))
     return steps
 
@@ -114,12 +119,15 @@ def run(
         if on_record is not None:
             on_record(record)
 
-    with exclusive_run(store.root):
+    with exclusive_run(store.root), STOP:
         last.update(latest(store.records()))
         for leftover in kill_leftovers(store.root):  # only now: holding the lock, no other runner lives
             progress(f"killed a worker left by an interrupted run: {leftover}")
         index = 0
         while index < len(steps):
+            if STOP.requested:
+                progress(f"stopped on request: {len(steps) - index} steps left for the next run")
+                break
             step = steps[index]
             if step.phase != Phase.EVAL:  # trainings and the gate's speed runs: one step, one worker
                 progress(tag(step))
@@ -138,6 +146,8 @@ def run(
                 execute_group(ready, _emit_by_key(ready, emit))
                 continue
             for each in ready:
+                if STOP.requested:
+                    break
                 progress(tag(each))
                 emit(each, execute(each))
     return written
