@@ -20,14 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.core.outcomes import EVENT_PREFIX, STARTED, outcome_path, read_outcome
-from bench.core.records import Phase, RunRecord, Status, environment, now
+from bench.core.records import Phase, RunRecord, Status, now
+from bench.orchestration.assembly import record_of, tail_of
 from bench.orchestration.orphans import die_with_parent, kill_tree, remember, tree_of
 from bench.orchestration.preemption import STOP
-from bench.orchestration.runner import Step
-from bench.planning.planner import predict
+from bench.orchestration.scheduler import Step, after_lost_group
 
 PROGRESS_PREFIX = "progress: "
-LOG_TAIL_LINES = 40
 TERM_GRACE_S = 10  # a worker told to stop (SIGTERM) gets this long before SIGKILL
 OOM_MARKERS = ("OutOfMemoryError", "CUDA out of memory", "CUBLAS_STATUS_ALLOC_FAILED")
 
@@ -104,12 +103,12 @@ class Launcher:
         reached = [i for i in pending if (dirs[i] / STARTED).is_file()]
         own_limit = limits[first] if reached and _overran(dirs[first] / STARTED, limits[first]) else limit
         status, error = STOP.outcome(*classify(returncode, timed_out, {}, log_path, own_limit))
-        hit = pending if not reached else [first]  # nothing started: the shared load is what failed
+        hit, left = after_lost_group(pending, reached)
         for i in hit:
             emit(self._record(steps[i], {}, status, error, log_path, started, time.monotonic() - clock[0]))
         if STOP.requested:  # the cells it never reached have no record: the next run takes them up
             return
-        rest = [steps[i] for i in pending if i not in hit]
+        rest = [steps[i] for i in left]
         if len(rest) > 1:
             self.group(rest, emit)
         elif rest:
@@ -123,37 +122,8 @@ class Launcher:
         return cell_dir
 
     def _record(self, step, outcome, status, error, log_path, started, wall) -> RunRecord:
-        # Kept beside the measurement (the planner's error); the gate's speed runs are not predicted.
-        timing = step.phase in (Phase.PLAIN, Phase.SPEED)
-        prediction = None if timing else predict(step.cell, self.data_dir)
-        return RunRecord(
-            cell_key=step.cell.key,
-            cell_id=step.cell.id,
-            cell=step.cell.to_dict(),
-            phase=step.phase,
-            status=status,
-            started_at=started,
-            finished_at=now(),
-            wall_s=round(wall, 3),
-            matrix=self.matrix,
-            metrics={
-                **outcome.get("metrics", {}),
-                **(prediction.to_metrics(step.phase) if prediction else {}),
-            },
-            scores=outcome.get("scores", []),
-            data=outcome.get("data", []),
-            env=environment(),
-            artifacts={
-                "log": str(log_path.relative_to(self.results_dir)),
-                **{
-                    k: str(Path(v).relative_to(self.results_dir))
-                    for k, v in outcome.get("artifacts", {}).items()
-                },
-            },
-            notes=outcome.get("notes", []),
-            error=error,
-            log_tail=None if status == Status.OK else tail_of(log_path),
-        )
+        return record_of(step, outcome, status, error, log_path, started, wall, results_dir=self.results_dir,
+                         data_dir=self.data_dir, matrix=self.matrix)  # fmt: skip
 
     def run_process(
         self, command: list[str], log_path: Path, limit: int | None, pid_file: Path, on_tick=None
@@ -261,11 +231,3 @@ def classify(returncode, timed_out, outcome, log_path, limit) -> tuple[Status, s
         hint = " (the kernel's OOM killer sends SIGKILL)" if returncode == -signal.SIGKILL else ""
         return Status.FAILED, f"worker killed by {name}{hint}"
     return Status.FAILED, f"worker exited with status {returncode} and wrote no outcome (see log tail)"
-
-
-def tail_of(path: Path, lines: int = LOG_TAIL_LINES) -> str | None:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return None
-    return "\n".join(text.splitlines()[-lines:])
