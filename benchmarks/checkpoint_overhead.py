@@ -1,14 +1,14 @@
 """What training checkpoints cost and what a resume saves, measured with bench's own launcher and worker
 (torchrun + DeepSpeed, the same processes `bench run` starts), training phase only.
 
-Per model, three trainings of one cell (4-bit r4 on FPB):
+Per model, trainings of one cell (4-bit r4 on FPB, AdamW):
   - default: checkpoints every tenth of the run (bench's default); the record's checkpoint_s / train_s is
-    the overhead (the checkpoints' own wall time, timed inside the loop around save_checkpoint + fsync +
-    rename), beside the median step time;
-  - none: checkpoint_every 0 on the same settings (a separate cell): train_s without checkpoints;
-  - resume at 75%: checkpoint_every a quarter of the run, the rank SIGKILLed right after step 75% + 1
-    (BENCH_FAULT), then the step launched again: it resumes from step 75%. Saved = a from-scratch
-    training step's wall time (the uninterrupted run of the same cell) minus the resumed one's.
+    the overhead (the checkpoints' own wall time, timed inside the loop around save_checkpoint + manifest
+    + fsync + rename), beside the median step time;
+  - with --without, the same settings with checkpoint_every 0 (a separate cell): train_s without them;
+  - resume at 75%: the same cell again, its rank SIGKILLed right after step 75% + 1 (BENCH_FAULT), then
+    launched once more: it resumes from the checkpoint at step 75%. Saved = the default (from scratch)
+    training step's wall time minus the resumed one's (both include process start and model load).
 
     BENCH_DATA=../shared/data .venv/bin/python benchmarks/checkpoint_overhead.py \
         --out benchmarks/results/checkpoints.jsonl
@@ -41,8 +41,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", type=Path, default=os.environ.get("BENCH_DATA"))
     p.add_argument("--models", default="tiny", help="comma list of: " + ", ".join(MODELS))
-    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--steps", type=int, default=16)
     p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--without", action="store_true", help="also train the cell without checkpoints")
     p.add_argument("--out", type=Path, help="append one JSON line per model")
     return p.parse_args(argv)
 
@@ -73,27 +74,29 @@ def train(launcher: Launcher, the_cell, fault: str = "") -> dict:
 
 def measure(model: str, args, results: Path) -> dict:
     launcher = Launcher(results, args.data_dir.resolve(), "checkpoints", echo=False)
-    quarter = max(1, args.steps // 4)
-    default = train(launcher, cell(model, args.steps, args.batch, None))
-    none = train(launcher, cell(model, args.steps, args.batch, 0))
-    at_75 = cell(model, args.steps, args.batch, quarter)
-    scratch = train(launcher, at_75)
-    launcher.cell_dir(Step(at_75, Phase.TRAIN)).joinpath("adapter").rename(results / "scratch-adapter")
-    killed = train(launcher, at_75, f"train:sigkill-at-step{3 * quarter + 1}")
-    resumed = train(launcher, at_75)
+    every = math.ceil(args.steps / 10)  # checkpoints.interval's default
+    at_75 = 3 * args.steps // 4
+    if 4 * at_75 != 3 * args.steps or at_75 % every:
+        raise SystemExit(
+            f"--steps {args.steps}: 75% of it must be a checkpoint (a multiple of {every}); try 8 or 16"
+        )
+    the_cell = cell(model, args.steps, args.batch, None)
+    default = train(launcher, the_cell)
+    none = train(launcher, cell(model, args.steps, args.batch, 0)) if args.without else {}
+    killed = train(launcher, the_cell, f"train:sigkill-at-step{at_75 + 1}")
+    resumed = train(launcher, the_cell)
     return {
-        "model": model, "steps": args.steps, "batch_per_gpu": args.batch,
-        "checkpoint_every_default": math.ceil(args.steps / 10),  # checkpoints.interval's default
+        "model": model, "steps": args.steps, "batch_per_gpu": args.batch, "checkpoint_every_default": every,
         "checkpoints_written": default.get("checkpoints_written"),
         "checkpoint_s": default.get("checkpoint_s"), "train_s": default.get("train_s"),
         "checkpoint_share_pct": round(100 * default["checkpoint_s"] / default["train_s"], 2),
         "median_step_s": statistics.median(default["step_s"]),
         "train_s_without_checkpoints": none.get("train_s"),
-        "scratch_wall_s": scratch["wall_s"], "killed_status": killed["status"],
+        "scratch_wall_s": default["wall_s"], "killed_status": killed["status"],
         "resumed_from_step": resumed.get("resumed_from_step"), "resumed_wall_s": resumed["wall_s"],
-        "resume_saved_s": round(scratch["wall_s"] - resumed["wall_s"], 3),
-        "resume_saved_pct": round(100 * (scratch["wall_s"] - resumed["wall_s"]) / scratch["wall_s"], 1),
-        "statuses": [r["status"] for r in (default, none, scratch, resumed)],
+        "resume_saved_s": round(default["wall_s"] - resumed["wall_s"], 3),
+        "resume_saved_pct": round(100 * (default["wall_s"] - resumed["wall_s"]) / default["wall_s"], 1),
+        "statuses": [r.get("status") for r in (default, none, resumed)],
     }  # fmt: skip
 
 
