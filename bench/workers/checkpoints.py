@@ -18,6 +18,7 @@ import os
 import random
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -68,8 +69,9 @@ def save(
         tmp.mkdir(parents=True)
     dist.barrier()
     client = {"bench": {**shared, "ranks": ranks}}
-    engine.save_checkpoint(str(tmp), tag=TAG, client_state=client, save_latest=False,
-                           exclude_frozen_parameters=True)  # fmt: skip
+    with _trainable_only(engine):
+        engine.save_checkpoint(str(tmp), tag=TAG, client_state=client, save_latest=False,
+                               exclude_frozen_parameters=True)  # fmt: skip
     dist.barrier()
     faults.at("train", cell_id, f"checkpoint{step}")  # reliability tests: a kill in the middle of a write
     if rank == 0:
@@ -92,6 +94,21 @@ def save(
             shutil.rmtree(old, ignore_errors=True)
     dist.barrier()
     return time.perf_counter() - started
+
+
+@contextmanager
+def _trainable_only(engine):
+    """The module state DeepSpeed saves, cut to the trainable weights. exclude_frozen_parameters drops frozen
+    parameters only, not buffers and bitsandbytes' quantization state (per-block absmax, quant maps):
+    measured 116 MB kept for SmolLM2-135M in 4 bits beside 1.3 MB of LoRA weights; the base is rebuilt from
+    its source on resume anyway. An instance attribute over the engine's method, removed afterwards."""
+    trainable = {name for name, p in engine.module.named_parameters() if p.requires_grad}
+    full = engine.module_state_dict
+    engine.module_state_dict = lambda *a, **k: {n: v for n, v in full(*a, **k).items() if n in trainable}
+    try:
+        yield
+    finally:
+        del engine.module_state_dict
 
 
 def load(engine, cell_dir: Path, cell_key: str) -> dict | None:
