@@ -11,10 +11,9 @@ import dataclasses
 import os
 import re
 import sys
-from collections import Counter
 from pathlib import Path
 
-from bench.core.data import DataError, check_task_data, load_splits, resolve_data_dir
+from bench.core.data import DataError, load_splits, resolve_data_dir
 from bench.core.matrix import Matrix, MatrixError, load
 from bench.core.records import Status
 from bench.core.store import Store, StoreError, latest
@@ -123,66 +122,29 @@ def _optional_data_dir(args) -> Path | None:
 
 
 def cmd_run(args) -> int:
-    from bench.orchestration.console import Console
-    from bench.orchestration.launch import Launcher
-    from bench.orchestration.runner import run
+    from bench.orchestration.matrix_run import RunRequest, run_matrix
 
     matrix = select(load_matrix(args), args.only)
-    data_dir = resolve_data_dir(args.data_dir)
-    _check_data(matrix, data_dir)
     store = Store(results_dir(args))
-    store.check_writable()
     tracker = tracker_for(args.track, matrix, store)
     store = store if tracker is None else TrackedStore(store, tracker)  # the sink sees each appended record
     if not args.no_report:  # now, not after the whole matrix ran
         _check_reports_dir(Path(args.reports_dir), matrix.name)
-    steps = plan(matrix.cells, store.records(), _retry(args.retry), args.rerun)
-    too_big = unfit({s.cell for s in steps}, data_dir, fit.visible_gpu_gb())
-    for cell in dict.fromkeys(s.cell for s in steps if s.cell.key in too_big):
-        verdict = "runs anyway (--force)" if args.force else f"{SKIPPED}; --force runs it anyway"
-        print(f"{cell.id}: {too_big[cell.key]}: {verdict}")
-    if not args.force:
-        steps = [s for s in steps if s.cell.key not in too_big]
-    print(
-        f"matrix {matrix.name}: {len(matrix.cells)} cells, {len(steps)} steps to run; results in {store.root}"
-    )
-    if args.executor == "ray":
-        from bench.orchestration.ray_executor import run_on_ray
+    request = RunRequest(
+        matrix, resolve_data_dir(args.data_dir), store, _retry(args.retry), args.rerun,
+        args.force, args.executor, args.node_retries,
+    )  # fmt: skip
 
-        launcher = Launcher(store.root.resolve(), data_dir.resolve(), matrix.name, echo=False)
-        written = run_on_ray(launcher, store, steps, args.node_retries)
-    else:
-        _refuse_multinode(steps)
-        console = Console(len(steps))  # bars on a terminal; lines (and the workers' lines) otherwise
-        launcher = Launcher(store.root.resolve(), data_dir, matrix.name, echo=not console.bars,
-                            on_event=console.worker_event)  # fmt: skip
-        try:
-            written = run(steps, store, launcher, console.line, launcher.group, console.record_written)
-        finally:
-            console.close()
-    if tracker is not None:
-        log_store(tracker, matrix, store)  # a resumed matrix: what earlier runs did not log, too
-    # Each step's last record of this run: a step lost with its node and rerun (--node-retries) counts
-    # as its rerun ended.
-    final = latest(written)
-    failed = Counter(str(r.status) for r in final.values() if r.status != Status.OK)
-    detail = f" ({', '.join(f'{n} {status}' for status, n in sorted(failed.items()))})" if failed else ""
-    retried = f", {len(written) - len(final)} retried" if len(written) > len(final) else ""
-    print(f"done: {len(written)} records written, {sum(failed.values())} not ok{detail}{retried}")
-    if not args.no_report:
-        _report(matrix, store, Path(args.reports_dir), {} if args.force else too_big, tracker)
+    def finish(skipped: dict[str, str]) -> None:
+        if tracker is not None:
+            log_store(tracker, matrix, store)  # a resumed matrix: what earlier runs did not log, too
+        if not args.no_report:
+            _report(matrix, store, Path(args.reports_dir), skipped, tracker)
+
+    status = run_matrix(request, finish)
     if tracker is not None:
         print(tracker.summary())  # a tracker's failure never changes the exit status
-    return 1 if failed else 0  # the records and the report are written either way
-
-
-def _refuse_multinode(steps: list) -> None:
-    spanning = sorted({s.cell.id for s in steps if s.cell.nodes > 1 and s.phase == "train"})
-    if spanning:
-        raise MatrixError(
-            f"{len(spanning)} cells train on more than one node ({spanning[0]}, ...): the local executor "
-            "runs on this machine only; use `--executor ray` on a cluster, or drop the 'nodes' axis"
-        )
+    return status
 
 
 def cmd_report(args) -> int:
@@ -334,16 +296,6 @@ def cmd_check(args) -> int:
         raise MatrixError(str(exc)) from exc  # a bad baseline file is bad input: exit 2
     print(text)
     return status
-
-
-def _check_data(matrix: Matrix, data_dir: Path) -> None:
-    from bench.core.catalog import training_set
-
-    for task in sorted(
-        {t for c in matrix.cells for t in training_set(c.task).train_tasks + training_set(c.task).eval_tasks}
-    ):
-        check_task_data(task, data_dir)
-        load_splits(task, data_dir)  # parses every line now, so a bad row fails before any model loads
 
 
 def _retry(text: str | None) -> frozenset[Status]:

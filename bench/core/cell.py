@@ -65,6 +65,11 @@ class TrainConfig:
     # Linear warmup over this fraction of the optimizer steps, then constant (DeepSpeed WarmupLR, as
     # FinLoRA's --warmup_ratio); used instead of warmup_steps when set.
     warmup_ratio: float = 0.0
+    # Training checkpoints (bench.workers.checkpoints): optimizer steps between two; None = a tenth of
+    # the run, 0 = none. checkpoint_keep: how many stay; keep_checkpoints: keep them after an ok end.
+    checkpoint_every: int | None = None
+    checkpoint_keep: int = 2
+    keep_checkpoints: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,7 @@ LATER_EVAL_FIELDS = {"protocol": "bench", "seed": None}
 LATER_TRAIN_FIELDS = {
     "weight_decay": 0.0, "var_freeze_step": None, "method": "lora",
     "loss_logits": "targets", "batching": "length_grouped", "warmup_ratio": 0.0,
+    "checkpoint_every": None, "checkpoint_keep": 2, "keep_checkpoints": False,
 }  # fmt: skip
 
 

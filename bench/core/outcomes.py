@@ -79,6 +79,16 @@ class TrainMetrics:
     # start) and the real (non-pad) tokens it trained on; the gate's speed ratio reads these.
     step_s: list = field(default_factory=list)
     step_tokens: list = field(default_factory=list)
+    # Checkpoints and resume (bench.workers.checkpoints). train_s, wall_hours and gpu_hours above are the
+    # final attempt's; the *_all_attempts fields add the earlier attempts' time and tokens up to the
+    # checkpoint this one resumed from (work an attempt lost after its last checkpoint is in its own record).
+    resumed_from_step: int | None = None
+    attempts: int = 1
+    train_s_all_attempts: float | None = None
+    tokens_all_attempts: float | None = None
+    gpu_hours_all_attempts: float | None = None
+    checkpoints_written: int = 0
+    checkpoint_s: float = 0.0  # wall seconds spent writing them (inside train_s)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,8 @@ class Status(StrEnum):
     OOM = "oom"
     FAILED = "failed"
     TIMEOUT = "timeout"
+    # Stopped on request (SIGTERM, Ctrl-C) after writing a checkpoint: not a result; the next run resumes it.
+    PREEMPTED = "preempted"
 
 
 class Phase(StrEnum):

@@ -20,14 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.core.outcomes import EVENT_PREFIX, STARTED, outcome_path, read_outcome
-from bench.core.records import Phase, RunRecord, Status, environment, now
+from bench.core.records import Phase, RunRecord, Status, now
+from bench.orchestration.assembly import record_of, tail_of
 from bench.orchestration.orphans import die_with_parent, kill_tree, remember, tree_of
-from bench.orchestration.runner import Step
-from bench.planning.planner import predict
-from bench.planning.timing import timed_metrics
+from bench.orchestration.preemption import STOP
+from bench.orchestration.scheduler import Step, after_lost_group
 
 PROGRESS_PREFIX = "progress: "
-LOG_TAIL_LINES = 40
 TERM_GRACE_S = 10  # a worker told to stop (SIGTERM) gets this long before SIGKILL
 OOM_MARKERS = ("OutOfMemoryError", "CUDA out of memory", "CUBLAS_STATUS_ALLOC_FAILED")
 
@@ -67,7 +66,7 @@ class Launcher:
             self.command(step, cell_dir), log_path, config.time_limit_s, cell_dir / f"{step.phase}.pid"
         )
         outcome = read_outcome(outcome_path(cell_dir, step.phase))
-        status, error = classify(returncode, timed_out, outcome, log_path, config.time_limit_s)
+        status, error = STOP.outcome(*classify(returncode, timed_out, outcome, log_path, config.time_limit_s))
         return self._record(step, outcome, status, error, log_path, started, time.monotonic() - t0)
 
     def group(self, steps: Sequence[Step], emit: Callable[[RunRecord], None]) -> None:
@@ -103,11 +102,13 @@ class Launcher:
         first = pending[0]
         reached = [i for i in pending if (dirs[i] / STARTED).is_file()]
         own_limit = limits[first] if reached and _overran(dirs[first] / STARTED, limits[first]) else limit
-        status, error = classify(returncode, timed_out, {}, log_path, own_limit)
-        hit = pending if not reached else [first]  # nothing started: the shared load is what failed
+        status, error = STOP.outcome(*classify(returncode, timed_out, {}, log_path, own_limit))
+        hit, left = after_lost_group(pending, reached)
         for i in hit:
             emit(self._record(steps[i], {}, status, error, log_path, started, time.monotonic() - clock[0]))
-        rest = [steps[i] for i in pending if i not in hit]
+        if STOP.requested:  # the cells it never reached have no record: the next run takes them up
+            return
+        rest = [steps[i] for i in left]
         if len(rest) > 1:
             self.group(rest, emit)
         elif rest:
@@ -121,39 +122,8 @@ class Launcher:
         return cell_dir
 
     def _record(self, step, outcome, status, error, log_path, started, wall) -> RunRecord:
-        # Kept beside the measurement (the planner's error); the gate's speed runs are not predicted.
-        timing = step.phase in (Phase.PLAIN, Phase.SPEED)
-        prediction = None if timing else predict(step.cell, self.data_dir)
-        return RunRecord(
-            cell_key=step.cell.key,
-            cell_id=step.cell.id,
-            cell=step.cell.to_dict(),
-            phase=step.phase,
-            status=status,
-            started_at=started,
-            finished_at=now(),
-            wall_s=round(wall, 3),
-            matrix=self.matrix,
-            metrics={
-                **outcome.get("metrics", {}),
-                **(prediction.to_metrics(step.phase) if prediction else {}),
-                **({} if timing else timed_metrics(step, outcome.get("metrics", {}), self.results_dir,
-                                                   self.data_dir)),
-            },
-            scores=outcome.get("scores", []),
-            data=outcome.get("data", []),
-            env=environment(),
-            artifacts={
-                "log": str(log_path.relative_to(self.results_dir)),
-                **{
-                    k: str(Path(v).relative_to(self.results_dir))
-                    for k, v in outcome.get("artifacts", {}).items()
-                },
-            },
-            notes=outcome.get("notes", []),
-            error=error,
-            log_tail=None if status == Status.OK else tail_of(log_path),
-        )
+        return record_of(step, outcome, status, error, log_path, started, wall, results_dir=self.results_dir,
+                         data_dir=self.data_dir, matrix=self.matrix)  # fmt: skip
 
     def run_process(
         self, command: list[str], log_path: Path, limit: int | None, pid_file: Path, on_tick=None
@@ -169,15 +139,17 @@ class Launcher:
                 start_new_session=True, text=True, errors="replace", preexec_fn=die_with_parent,
             )  # fmt: skip
             remember(pid_file, proc.pid)
+            STOP.watch(proc.pid, ranks="torch.distributed.run" in command)
             pump = threading.Thread(target=self._pump, args=(proc, log), daemon=True)
             pump.start()
-            try:
-                _wait(proc, limit, on_tick)
+            try:  # a worker told to stop that overruns its grace ends as one over its time limit
+                _wait(proc, limit, lambda: STOP.overdue() or bool(on_tick and on_tick()))
                 timed_out = False
             except subprocess.TimeoutExpired:
                 _kill_group(proc)
                 timed_out = True
             finally:
+                STOP.unwatch(proc.pid)
                 if proc.poll() is None:  # the runner itself is being stopped
                     _kill_group(proc)
             pump.join(timeout=10)
@@ -259,11 +231,3 @@ def classify(returncode, timed_out, outcome, log_path, limit) -> tuple[Status, s
         hint = " (the kernel's OOM killer sends SIGKILL)" if returncode == -signal.SIGKILL else ""
         return Status.FAILED, f"worker killed by {name}{hint}"
     return Status.FAILED, f"worker exited with status {returncode} and wrote no outcome (see log tail)"
-
-
-def tail_of(path: Path, lines: int = LOG_TAIL_LINES) -> str | None:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return None
-    return "\n".join(text.splitlines()[-lines:])

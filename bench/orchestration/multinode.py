@@ -21,7 +21,7 @@ from bench.orchestration.on_node import (
     run_node_rank,
     write_cell_json,
 )
-from bench.orchestration.runner import Step
+from bench.orchestration.scheduler import Step
 
 
 def submit_multinode(executor, step: Step, done: Callable) -> None:

@@ -26,7 +26,7 @@ from bench.core.records import RunRecord
 from bench.orchestration.launch import Launcher
 from bench.orchestration.node_guard import alive
 from bench.orchestration.orphans import start_time
-from bench.orchestration.runner import Step
+from bench.orchestration.scheduler import Step
 
 END = "end of the step's records"  # what the driver's handler gets after a step's last record
 

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from bench.orchestration.runner import Step, base_of
-
-
-def eval_base(step: Step) -> tuple:
-    """What one evaluation task loads: the base, on one node's share of the cell's GPUs."""
-    return (*base_of(step.cell), step.cell.gpus_per_node)
+from bench.orchestration.scheduler import Step, eval_base
 
 
 def parallel_view(steps: list[Step]) -> list[str]:

@@ -17,17 +17,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bench.core.records import RunRecord, Status, environment, now
-from bench.core.store import Store, is_ok, latest
+from bench.core.store import Store
+from bench.orchestration.assembly import record_of
 from bench.orchestration.cluster import alive_nodes, capacity, check_shared, refusal, resource_of
-from bench.orchestration.launch import Launcher, tail_of
+from bench.orchestration.launch import Launcher
 from bench.orchestration.multinode import RankFailed, submit_multinode
 from bench.orchestration.on_node import (
     END,
     run_steps,
 )
-from bench.orchestration.orphans import kill_leftovers
-from bench.orchestration.parallel_plan import eval_base
-from bench.orchestration.runner import Step, exclusive_run, summary
+from bench.orchestration.runner import Recorder, session
+from bench.orchestration.scheduler import Step, eval_base, ready_evaluations
 
 WAIT_S = 5.0  # each ray.wait returns after this long at most, so the driver stays responsive
 
@@ -43,19 +43,17 @@ class RayExecutor:
     def __init__(self, launcher: Launcher, store: Store, progress=print, node_retries: int = 0):
         self.launcher, self.store, self.progress, self.node_retries = launcher, store, progress, node_retries
         self.pending: dict = {}  # ObjectRef -> handler(value, error)
-        self.written: list[RunRecord] = []
+        self.record = Recorder(store, progress)
         self.threads = os.environ.get("OMP_NUM_THREADS")
 
     def run(self, steps: list[Step]) -> list[RunRecord]:
         """Submit every step whose dependencies allow, then handle outcomes as they come. The caller
-        holds the results directory's run lock."""
+        holds the results directory's session (runner.session)."""
         import ray
 
         nodes = alive_nodes()
         self.resource = resource_of(nodes)
         self.nodes = nodes
-        for leftover in kill_leftovers(self.store.root):
-            self.progress(f"killed a worker left by an interrupted run: {leftover}")
         runners = [n for n in nodes if self._can_run(n)]
         check_shared(self.launcher.results_dir, self.launcher.data_dir, runners)
         self.progress(self._describe(nodes))
@@ -88,7 +86,7 @@ class RayExecutor:
                 if error is None and ref is not waitable:
                     self.pending[waitable] = handler  # more records may follow
                 handler(value, error)
-        return self.written
+        return self.record.written
 
     # -- submission -------------------------------------------------------------------------------
 
@@ -149,10 +147,9 @@ class RayExecutor:
             self._evaluate(base, base.evaluations, attempt=0)
 
     def _evaluate(self, base: _Base, steps: list[Step], attempt: int) -> None:
-        last = latest(self.store.records())
-        ready = [s for s in steps if s.cell.is_base or is_ok(last.get((s.cell.key, "train")))]
-        for skipped in (s for s in steps if s not in ready):
-            self.progress(f"eval {skipped.cell.id}: skipped (training did not succeed)")
+        ready, skipped = ready_evaluations(steps, self.record.last)
+        for each in skipped:
+            self.progress(f"eval {each.cell.id}: skipped (training did not succeed)")
         if not ready:
             return
         if attempt:
@@ -184,11 +181,8 @@ class RayExecutor:
     # -- records ----------------------------------------------------------------------------------
 
     def _emit(self, record: RunRecord) -> None:
-        self.store.append(record)
-        self.written.append(record)
         where = record.env.get("node", {}).get("node_id", "")[:12]
-        on = f" [node {where}]" if where else ""
-        self.progress(f"{record.phase:<5} {record.cell_id}: {summary(record)}{on}")
+        self.record(record, f"{record.phase:<5} {record.cell_id}", f" [node {where}]" if where else "")
 
     def _retryable(self, error: Exception) -> bool:
         import ray
@@ -201,14 +195,10 @@ class RayExecutor:
         """The step's record when its task never returned one: the node died, the Ray worker crashed."""
         log_path = self.launcher.cell_dir(step) / f"{step.phase}.log"
         node = getattr(error, "node", None) or _node_named(str(error))
-        return RunRecord(
-            cell_key=step.cell.key, cell_id=step.cell.id, cell=step.cell.to_dict(), phase=step.phase,
-            status=Status.FAILED, started_at=started, finished_at=now(),
-            wall_s=round(time.monotonic() - t0, 3), matrix=self.launcher.matrix,
-            env={**environment(), "node": node, "driver": True},
-            artifacts={"log": str(log_path.relative_to(self.launcher.results_dir))},
-            error=cause(error), log_tail=tail_of(log_path),
-        )  # fmt: skip
+        return record_of(step, {}, Status.FAILED, cause(error), log_path, started, time.monotonic() - t0,
+                         results_dir=self.launcher.results_dir, data_dir=self.launcher.data_dir,
+                         matrix=self.launcher.matrix, env={**environment(), "node": node, "driver": True},
+                         predicted=False)  # fmt: skip
 
 
 def cause(error: Exception) -> str:
@@ -229,7 +219,7 @@ def run_on_ray(launcher: Launcher, store: Store, steps: list[Step], node_retries
     local Ray), run the steps, disconnect."""
     from bench.orchestration.cluster import connect, disconnect
 
-    with exclusive_run(store.root):
+    with session(store, progress, stoppable=False):
         progress(f"executor: {connect()}")
         try:
             return RayExecutor(launcher, store, progress, node_retries).run(steps)

@@ -1,86 +1,63 @@
-"""plan(): which (cell, phase) steps a matrix still needs (pure). run(): the one loop with side effects.
+"""The local executor: runs what the scheduler (bench.orchestration.scheduler) plans, one worker at a time,
+and the one place records are appended (Recorder), for the Ray executor too.
 
-Steps come in groups that share a base model (model, eval_bits, GPUs): the group's trainings first,
-then its evaluations, so that one evaluation worker can load the base once and go through every
-adapter of the group (and the base row) on it instead of reloading the base per cell.
+run() executes the plan in order; consecutive evaluations on one base go to one worker. `session` is what
+every executor holds while it runs: the results directory's lock, the stop request (SIGTERM, Ctrl-C) and
+the clean-up of workers an interrupted run left.
 """
 
 from __future__ import annotations
 
 import fcntl
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from bench.core.cell import Cell
 from bench.core.records import Phase, RunRecord, Status
-from bench.core.store import Store, is_ok, latest
+from bench.core.store import Store, latest
 from bench.orchestration.orphans import kill_leftovers
+from bench.orchestration.preemption import STOP
+from bench.orchestration.scheduler import (  # noqa: F401  (cell_status, plan, base_of: read from here too)
+    RESUMABLE,
+    Step,
+    base_of,
+    cell_status,
+    eval_groups,
+    plan,
+    ready_evaluations,
+)
 
 
 class BusyError(Exception):
     pass
 
 
-@dataclass(frozen=True)
-class Step:
-    cell: Cell
-    phase: Phase
+class Recorder:
+    """Appends each record to the store as it comes (the one place records are written), keeps the newest
+    per (cell, phase) for readiness, and tells the console."""
+
+    def __init__(self, store: Store, progress: Callable[[str], None], on_record=None):
+        self.store, self.progress, self.on_record = store, progress, on_record
+        self.written: list[RunRecord] = []
+        self.last: dict = latest(store.records())  # read once, then kept up to date
+
+    def __call__(self, record: RunRecord, label: str, after: str = "") -> None:
+        self.store.append(record)
+        self.written.append(record)
+        self.last[(record.cell_key, record.phase)] = record
+        self.progress(f"{label}: {summary(record)}{after}")
+        if self.on_record is not None:
+            self.on_record(record)
 
 
-def cell_status(cell: Cell, records: dict) -> str:
-    """new | done | partial | <status of the phase that did not succeed> (oom, failed, timeout)."""
-    phase_records = [records.get((cell.key, phase)) for phase in cell.phases()]
-    for record in phase_records:
-        if record is not None and record.status != Status.OK:
-            return str(record.status)
-    if all(is_ok(r) for r in phase_records):
-        return "done"
-    return "partial" if any(phase_records) else "new"
-
-
-def plan(
-    cells: Iterable[Cell],
-    records: Iterable[RunRecord],
-    retry: frozenset[Status] = frozenset(),
-    rerun: bool = False,
-) -> list[Step]:
-    """Resume = skip what the store holds. A failed phase is a result unless `retry` names its status."""
-    return _by_base(_needed(cells, records, retry, rerun))
-
-
-def base_of(cell: Cell) -> tuple:
-    """What an evaluation worker loads before any adapter: cells with equal values can share it."""
-    return (cell.model, cell.eval_bits, cell.gpus)
-
-
-def _by_base(steps: list[Step]) -> list[Step]:
-    """Per base (in matrix order): its trainings, then its base rows' and adapters' evaluations."""
-    order = {base: i for i, base in enumerate(dict.fromkeys(base_of(s.cell) for s in steps))}
-
-    def rank(item: tuple[int, Step]) -> tuple:
-        index, step = item
-        phase = 0 if step.phase == Phase.TRAIN else (1 if step.cell.is_base else 2)
-        return (order[base_of(step.cell)], phase, index)
-
-    return [step for _, step in sorted(enumerate(steps), key=rank)]
-
-
-def _needed(cells, records, retry, rerun) -> list[Step]:
-    last = latest(records)
-    steps: list[Step] = []
-    for cell in cells:
-        if not cell.is_base:
-            train = last.get((cell.key, Phase.TRAIN))
-            if rerun or train is None or train.status in retry:
-                steps += [Step(cell, Phase.TRAIN), Step(cell, Phase.EVAL)]
-                continue
-            if train.status != Status.OK:
-                continue
-        evaluated = last.get((cell.key, Phase.EVAL))
-        if rerun or evaluated is None or evaluated.status in retry:
-            steps.append(Step(cell, Phase.EVAL))
-    return steps
+@contextmanager
+def session(store: Store, progress: Callable[[str], None], stoppable: bool = True) -> Iterator[None]:
+    """One runner per results directory, a stop request that ends it cleanly (`stoppable`: the local
+    executor; the Ray driver still ends on its first signal), no leftover workers."""
+    with exclusive_run(store.root), STOP if stoppable else nullcontext():
+        for leftover in kill_leftovers(store.root):  # only now: holding the lock, no other runner lives
+            progress(f"killed a worker left by an interrupted run: {leftover}")
+        yield
 
 
 GroupExecutor = Callable[[Sequence[Step], Callable[[RunRecord], None]], None]
@@ -97,59 +74,39 @@ def run(
     """Execute steps in order, appending each outcome as it comes. An eval whose training did not
     succeed is skipped. Consecutive evals on one base go to `execute_group` together, if given: it
     calls back once per cell, as soon as that cell's record exists. `on_record` sees each record
-    after it is stored (bench.orchestration.console's matrix bar)."""
-    written: list[RunRecord] = []
+    after it is stored (bench.orchestration.console's matrix bar). A stop request ends the run after
+    the step it reached."""
     number = {id(step): i for i, step in enumerate(steps, start=1)}
 
     def tag(step: Step) -> str:
         return f"[{number[id(step)]}/{len(steps)}] {step.phase:<5} {step.cell.id}"
 
-    last: dict = {}  # the store's newest record per (cell, phase): read once, then kept up to date
-
-    def emit(step: Step, record: RunRecord) -> None:
-        store.append(record)
-        written.append(record)
-        last[(record.cell_key, record.phase)] = record
-        progress(f"{tag(step)}: {summary(record)}")
-        if on_record is not None:
-            on_record(record)
-
-    with exclusive_run(store.root):
-        last.update(latest(store.records()))
-        for leftover in kill_leftovers(store.root):  # only now: holding the lock, no other runner lives
-            progress(f"killed a worker left by an interrupted run: {leftover}")
-        index = 0
-        while index < len(steps):
-            step = steps[index]
-            if step.phase != Phase.EVAL:  # trainings and the gate's speed runs: one step, one worker
-                progress(tag(step))
-                emit(step, execute(step))
-                index += 1
+    with session(store, progress):
+        record = Recorder(store, progress, on_record)
+        groups = eval_groups(steps)
+        for at, group in enumerate(groups):
+            if STOP.requested:
+                left = sum(len(g) for g in groups[at:])
+                progress(f"stopped on request: {left} steps left for the next run")
+                break
+            if group[0].phase != Phase.EVAL:  # trainings and the gate's speed runs: one step, one worker
+                progress(tag(group[0]))
+                record(execute(group[0]), tag(group[0]))
                 continue
-            group = [step]
-            while index + len(group) < len(steps) and _same_eval_base(steps[index + len(group)], step):
-                group.append(steps[index + len(group)])
-            index += len(group)
-            ready = [s for s in group if s.cell.is_base or is_ok(last.get((s.cell.key, Phase.TRAIN)))]
-            for skipped in (s for s in group if s not in ready):
-                progress(f"{tag(skipped)}: skipped (training did not succeed)")
+            ready, skipped = ready_evaluations(group, record.last)
+            for each in skipped:
+                progress(f"{tag(each)}: skipped (training did not succeed)")
             if execute_group is not None and len(ready) > 1:
                 progress(f"{tag(ready[0])} (and {len(ready) - 1} more on one loaded base)")
-                execute_group(ready, _emit_by_key(ready, emit))
+                by_key = {s.cell.key: s for s in ready}
+                execute_group(ready, lambda r, by_key=by_key: record(r, tag(by_key[r.cell_key])))
                 continue
             for each in ready:
+                if STOP.requested:
+                    break
                 progress(tag(each))
-                emit(each, execute(each))
-    return written
-
-
-def _emit_by_key(steps: list[Step], emit) -> Callable[[RunRecord], None]:
-    by_key = {s.cell.key: s for s in steps}
-    return lambda record: emit(by_key[record.cell_key], record)
-
-
-def _same_eval_base(step: Step, first: Step) -> bool:
-    return step.phase == Phase.EVAL and base_of(step.cell) == base_of(first.cell)
+                record(execute(each), tag(each))
+    return record.written
 
 
 def summary(record: RunRecord) -> str:

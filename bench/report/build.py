@@ -143,7 +143,7 @@ def facts(
 ) -> tuple[tuple[str, str], ...]:
     """The header block: what ran, where, with which software, and how it was scored."""
     outcomes = Counter(st.outcome[0] for st in states)
-    order = ("ok", "failed", "oom", "timeout", "not_run")
+    order = ("ok", "failed", "oom", "timeout", "preempted", "not_run")
     counts = ", ".join(f"{outcomes[k]} {k.replace('_', ' ')}" for k in order if outcomes[k])
     limits = sorted({str(st.cell.eval.limit or "all") for st in states})
     stale_text = f"; {stale} records of cells no longer in the matrix ignored" if stale else ""

@@ -70,7 +70,7 @@ class Table:
         return tuple((label, span) for label, span in out)
 
 
-STATUS_TEXT = {"oom": "OOM", "failed": "failed", "timeout": "timeout"}
+STATUS_TEXT = {"oom": "OOM", "failed": "failed", "timeout": "timeout", "preempted": "preempted"}
 
 
 @dataclass(frozen=True)

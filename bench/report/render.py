@@ -27,6 +27,7 @@ BADGES = {
     "oom": "OOM",
     "failed": "failed",
     "timeout": "timeout",
+    "preempted": "preempted",
     "not_run": "not run",
     "random": "random weights",
 }

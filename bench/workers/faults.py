@@ -1,7 +1,9 @@
 """Deliberate faults for reliability tests: BENCH_FAULT=<phase>:<kind>[@<cell-id part>],...
 
 Kinds: oom (raises torch.OutOfMemoryError, as a GPU would), crash (raises), segfault, sigkill (as the
-kernel's OOM killer does), hang. `@part` limits a fault to cells whose id contains it. Unset in normal
+kernel's OOM killer does), hang; and at a named point of the training (`at`): sigkill-at-step5 (after
+optimizer step 5), sigterm-at-step5, sigkill-at-checkpoint4 (checkpoint 4's files written, not yet
+renamed into place). `@part` limits a fault to cells whose id contains it. Unset in normal
 runs; the workers call `inject(phase, cell_id)` right after start-up.
 """
 
@@ -22,6 +24,16 @@ def wanted(phase: str, cell_id: str, spec: str | None = None) -> set[str]:
         if where == phase and kind and part in cell_id:
             kinds.add(kind)
     return kinds
+
+
+POINT_SIGNALS = {"sigkill": signal.SIGKILL, "sigterm": signal.SIGTERM}
+
+
+def at(phase: str, cell_id: str, point: str) -> None:
+    for kind in wanted(phase, cell_id):
+        action, _, where = kind.partition("-at-")
+        if where == point and action in POINT_SIGNALS:
+            os.kill(os.getpid(), POINT_SIGNALS[action])
 
 
 def inject(phase: str, cell_id: str) -> None:

@@ -36,8 +36,9 @@ from bench.models.loading import (
     resolve_source,
 )  # fmt: skip
 from bench.models.random_weights import NOTE as RANDOM_NOTE
-from bench.workers import faults
+from bench.workers import checkpoints, faults
 from bench.workers.chat import chat_template_for
+from bench.workers.checkpoints import Checkpointer
 from bench.workers.examples import (
     BATCHERS,
     encode_rows,
@@ -57,6 +58,7 @@ from bench.workers.measure import (
 )
 from bench.workers.optim import choose_optimizer, deepspeed_config
 from bench.workers.protocol import event, failure, parse_args, progress, read_cell, write_outcome
+from bench.workers.stopping import PREEMPTED_EXIT, StopRequest
 from bench.workers.truncation import truncated_by_task
 from bench.workers.utilisation import batch_flops, lora_step, utilisation_fields
 
@@ -77,7 +79,11 @@ def main(argv=None) -> int:
         write_outcome(args.cell_dir, phase, outcome)
     dist.barrier()
     dist.destroy_process_group()  # without it one rank can abort at exit
-    return 0
+    return PREEMPTED_EXIT if outcome_status(outcome) == Status.PREEMPTED else 0
+
+
+def outcome_status(outcome) -> Status | None:
+    return outcome.status if isinstance(outcome, Outcome) else None  # ranks other than 0 hand back {}
 
 
 def init_distributed() -> None:
@@ -141,6 +147,9 @@ def train_cell(cell, cell_dir, data_dir, timing_steps: int | None = None) -> Out
     rank, world = dist.get_rank(), dist.get_world_size()
     device = pick_device(world)
     cfg = cell.train
+    stop = StopRequest()
+    if not timing_steps:  # the gate's timed runs are short and never resumed
+        stop.install()
     faults.inject("train", cell.id)
     reason = refusal(cfg.method, cell.bits, device.type, "training")
     if reason:
@@ -168,13 +177,20 @@ def train_cell(cell, cell_dir, data_dir, timing_steps: int | None = None) -> Out
     ds_config = deepspeed_config(cfg, world, optimizer, total_steps)
     params = [p for p in model.parameters() if p.requires_grad]
     engine, *_ = deepspeed.initialize(model=model, model_parameters=params, config=ds_config)
+    resume = None if timing_steps else checkpoints.load(engine, cell_dir, cell.key)
+    if resume and rank == 0:
+        progress(f"resuming from the checkpoint at step {resume['step']}/{total_steps}")
+    every = 0 if timing_steps else checkpoints.interval(cfg, total_steps)
+    saver = Checkpointer(cell_dir, cell.key, every, cfg.checkpoint_keep, cell.id)
 
     reset_torch_peaks(device)
     sampler = NvmlSampler([device.index] if device.type == "cuda" else [])
     with sampler, Clock() as train_clock:
-        stats = train_loop(
-            engine, encoded, cfg, total_steps, tokenizer.pad_token_id, device, flop_model, cell.id
-        )
+        stats = train_loop(engine, encoded, cfg, total_steps, tokenizer.pad_token_id, device, flop_model,
+                           cell.id, saver, stop if not timing_steps else None, resume)  # fmt: skip
+    if stats["preempted"]:
+        note = f"stopped on request at step {stats['steps']}/{total_steps}; it resumes from its checkpoint"
+        return Outcome(Status.PREEMPTED, notes=(note,), error=note) if rank == 0 else {}
     allocated, reserved = torch_peaks_gb(device)
     nvml = sampler.peaks_gb()
     gathered = [None] * world
@@ -183,6 +199,8 @@ def train_cell(cell, cell_dir, data_dir, timing_steps: int | None = None) -> Out
         return {}
     adapter_dir = cell_dir / ("speed-adapter" if timing_steps else "adapter")  # keep the evaluated one
     engine.module.save_pretrained(adapter_dir)
+    if not timing_steps and not cfg.keep_checkpoints:
+        checkpoints.remove_all(cell_dir)  # the adapter is saved: nothing is left to resume
     steps = {k: stats[k] for k in ("step_s", "step_cpu_s", "step_tokens")}  # rank 0's, for benchmarks/
     (cell_dir / STEPS_FILE).write_text(json.dumps(steps))
     memory = memory_fields(
@@ -200,7 +218,7 @@ def train_cell(cell, cell_dir, data_dir, timing_steps: int | None = None) -> Out
         tokens_per_s=round(stats["tokens"] / train_clock.seconds, 2),
         examples_per_s=round(stats["examples"] / train_clock.seconds, 3),
         steps=stats["steps"],
-        examples_seen=stats["examples"],
+        examples_seen=stats["examples_all"],
         train_examples=len(encoded),
         truncated_examples=sum(e.truncated for e in encoded),
         truncated_by_task=truncated_by_task([r.task for r in rows], [e.truncated for e in encoded]),
@@ -228,6 +246,7 @@ def train_cell(cell, cell_dir, data_dir, timing_steps: int | None = None) -> Out
         memory=memory,
         step_s=stats["step_s"],
         step_tokens=stats["step_tokens"],
+        **resume_fields(resume, stats, train_clock.seconds, world, on_gpu, saver),
     )
     notes = [f"optimizer fallback: AdamW instead of 0/1 Adam ({fallback})"] if fallback else []
     if cell.model.weights == "random":
@@ -239,34 +258,66 @@ def train_cell(cell, cell_dir, data_dir, timing_steps: int | None = None) -> Out
     return Outcome(Status.OK, metrics, data=tuple(data), artifacts=artifacts, notes=tuple(notes))
 
 
+def resume_fields(resume, stats, train_s: float, world: int, on_gpu: bool, saver) -> dict:
+    """What a resumed training adds to its record: this attempt's share is in train_s and the rates."""
+    total_s = (resume or {}).get("train_s", 0.0) + train_s
+    return {
+        "resumed_from_step": resume["step"] if resume else None,
+        "attempts": (resume or {}).get("attempts", 0) + 1,
+        "train_s_all_attempts": round(total_s, 3),
+        "tokens_all_attempts": stats["tokens_all"],
+        "gpu_hours_all_attempts": round(total_s * world / 3600, 5) if on_gpu else None,
+        "checkpoints_written": saver.written,
+        "checkpoint_s": round(saver.seconds, 3),
+    }
+
+
 def train_loop(
-    engine, encoded, cfg, total_steps: int, pad_id: int, device, flop_model=None, cell_id: str = ""
-) -> dict:
+    engine, encoded, cfg, total_steps: int, pad_id: int, device, flop_model=None, cell_id: str = "",
+    saver: Checkpointer | None = None, stop: StopRequest | None = None, resume: dict | None = None,
+) -> dict:  # fmt: skip
     """The optimizer steps. No device sync per step: tokens are counted on the host and the losses are
-    reduced across ranks only at report points (10 a run), so the host runs ahead and prepares the
-    next batch while the device computes (profile: the per-step .item() and all_reduce).
+    reduced across ranks only at report points (10 a run) and checkpoints, so the host runs ahead and
+    prepares the next batch while the device computes (profile: the per-step .item() and all_reduce).
     Per-step wall times are host clock readings for the same reason (no sync): on a CPU they are the
     steps' times; on a GPU their median over many steps is, since the host cannot run ahead by more than
     the launch queue. Per-step tokens are this rank's (the gate times single-process cells only).
+    `resume` (checkpoints.load) continues a run at its step, epoch and position in the data order;
+    `saver` writes checkpoints; `stop` ends the loop with a checkpoint at the next step boundary.
 
     cfg.loss_logits and cfg.batching switch off bench's two levers for the speed ablation."""
     rank, world = dist.get_rank(), dist.get_world_size()
     lengths = [len(e.input_ids) for e in encoded]
     sliced = cfg.loss_logits == "targets" and keeps_logits(engine.module)
     batcher = BATCHERS[cfg.batching]
-    curve, pending, step, epoch, micro, tokens, examples = [], [], 0, 0, 0, 0, 0
-    flops = FlopCount()  # counted on the host from the batches' lengths, like the tokens
-    step_s, step_tokens, step_start, tokens_at_step = [], [], time.perf_counter(), 0
-    step_cpu_s, cpu_start = [], time.process_time()
+    s = resume or {}
+    own = s.get("own", {})
+    step, epoch, first, curve = s.get("step", 0), s.get("epoch", 0), s.get("position", 0), s.get("curve", [])
+    step_s, step_tokens, step_cpu_s = s.get("step_s", []), s.get("step_tokens", []), s.get("step_cpu_s", [])
+    tokens, examples = own.get("tokens", 0), own.get("examples", 0)
+    flops = FlopCount(*own["flops"]) if "flops" in own else FlopCount()  # counted on the host, like tokens
+    before = (tokens, examples, flops)  # what earlier attempts counted: this attempt's share is the rest
+    micro, pending, preempted = step * cfg.grad_accum, [], False
+    step_start, tokens_at_step, cpu_start = time.perf_counter(), tokens, time.process_time()
     window_loss = torch.zeros((), device=device)
     report_every = max(1, total_steps // 10)
     started = time.monotonic()
+
+    def flush() -> None:  # one collective and one sync for the steps since the last one
+        nonlocal pending
+        if pending:
+            means = torch.stack(pending)
+            dist.all_reduce(means)
+            first = step - len(pending) + 1
+            curve.extend([first + i, round(v / world, 5)] for i, v in enumerate(means.tolist()))
+            pending = []
+
     if rank == 0:
-        event(cell_id, "train", 0, total_steps)  # the bar starts now, so its rate counts steps only
+        event(cell_id, "train", step, total_steps)  # the bar starts now, so its rate counts steps only
     engine.train()
-    while step < total_steps:
-        batches = batcher(lengths, cfg.batch_per_gpu, cfg.seed + epoch, world)
-        for indices in batches[rank::world]:
+    while step < total_steps and not preempted:
+        mine = batcher(lengths, cfg.batch_per_gpu, cfg.seed + epoch, world)[rank::world]
+        for position, indices in enumerate(mine[first:], start=first):
             rows = [encoded[i] for i in indices]
             batch = make_batch(rows, pad_id, device)
             loss = target_loss(engine, batch, sliced)
@@ -287,26 +338,43 @@ def train_loop(
             pending.append(window_loss / cfg.grad_accum)
             window_loss = torch.zeros((), device=device)
             if step % report_every == 0 or step == total_steps:
-                means = torch.stack(pending)
-                dist.all_reduce(means)  # one collective and one sync for the steps since the last report
-                first = step - len(pending) + 1
-                curve += [[first + i, round(v / world, 5)] for i, v in enumerate(means.tolist())]
-                pending = []
+                flush()
                 if rank == 0:
                     progress(f"step {step}/{total_steps} loss {curve[-1][1]:.4f} epoch {epoch}")
             if rank == 0:  # the console's bar; tokens counted on this rank's host, no device sync
-                rate = tokens * world / max(time.monotonic() - started, 1e-9)
+                rate = (tokens - before[0]) * world / max(time.monotonic() - started, 1e-9)
                 last_loss = curve[-1][1] if curve else None
                 event(cell_id, "train", step, total_steps, loss=last_loss, tokens_per_s=round(rate))
-            if step >= total_steps:
+            faults.at("train", cell_id, f"step{step}")
+            preempted = stop is not None and step < total_steps and stop.agreed()
+            if saver is not None and (preempted or saver.due(step, total_steps)):
+                flush()
+                shared = {"step": step, "epoch": epoch, "position": position + 1, "curve": curve,
+                          "step_s": step_s, "step_tokens": step_tokens, "step_cpu_s": step_cpu_s,
+                          "train_s": s.get("train_s", 0.0) + time.monotonic() - started,
+                          "attempts": s.get("attempts", 0) + 1}  # fmt: skip
+                saver.write(engine, step, shared, {"tokens": tokens, "examples": examples,
+                                                   "flops": list(astuple(flops))})  # fmt: skip
+            if step >= total_steps or preempted:
                 break
-        epoch += 1
-    counts = torch.tensor([tokens, examples, *astuple(flops)], dtype=torch.float64, device=device)
+        epoch, first = epoch + 1, 0
+    return _totals(device, step, curve, preempted, (tokens, examples, flops), before, step_s, step_tokens,
+                   step_cpu_s)  # fmt: skip
+
+
+def _totals(device, step, curve, preempted, counted, before, step_s, step_tokens, step_cpu_s) -> dict:
+    """Summed over ranks: this attempt's tokens, examples and FLOPs, and all attempts' tokens and examples."""
+    (tokens, examples, flops), (tokens0, examples0, flops0) = counted, before
+    values = [tokens - tokens0, examples - examples0, *(a - b for a, b in zip(astuple(flops), astuple(flops0),
+              strict=True)), tokens, examples]  # fmt: skip
+    counts = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(counts)
-    tokens, examples, *parts = counts.tolist()
+    tokens, examples, *parts, tokens_all, examples_all = counts.tolist()
     return {
         "steps": step, "curve": curve, "tokens": tokens, "examples": int(examples),
-        "flops": FlopCount(*parts), "step_s": step_s, "step_tokens": step_tokens, "step_cpu_s": step_cpu_s,
+        "flops": FlopCount(*parts), "tokens_all": tokens_all, "examples_all": int(examples_all),
+        "preempted": preempted,
+        "step_s": step_s, "step_tokens": step_tokens, "step_cpu_s": step_cpu_s,
     }  # fmt: skip
 
 
