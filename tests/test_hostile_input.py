@@ -81,7 +81,7 @@ def assert_clear(code: int, output: str, *expected: str, status: int = 2) -> Non
 
 MATRIX_FILES = [
     ("random bytes", bytes(range(256)) * 8, "not UTF-8 text"),
-    ("one latin-1 byte", "name: caf\xe9\n".encode("latin-1"), "line 1: not UTF-8 text"),
+    ("one latin-1 byte", "name: caf\xe9\n".encode("latin-1"), ":1: not UTF-8 text"),
     ("20,000 nested [", b"axes: " + b"[" * 20000, "nested deeper than"),
     ("20,000 nested {", b"axes: " + b"{a: " * 20000, "nested deeper than"),
     (

@@ -218,3 +218,10 @@ def test_stock_lm_eval_reads_a_user_task_from_bench_tasks_path(user_tasks, capsy
     rows = load_splits("fomc_stance", None).test[:3]
     assert [inst.args[0] for inst in built.instances] == [r["context"] for r in rows]
     assert main(["tasks", "--check", "--tasks-dir", str(user_tasks)]) == 0
+
+
+def test_a_task_file_that_is_not_utf8_names_its_line(tmp_path):
+    path = tmp_path / "latin.yaml"
+    path.write_bytes("bench_task: 1\ndescription: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(TaskError, match=r"latin.yaml:2: not UTF-8 text \(byte 0xe9\)"):
+        load_file(path)

@@ -85,16 +85,9 @@ def load_rows(path: Path) -> list[dict]:
 
 def _numbered_lines(path: Path) -> list[tuple[int, str]]:
     """The file's lines as UTF-8 text; a byte that is not UTF-8 is an error naming its line."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot be read ({exc.strerror})") from exc
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not UTF-8 text (byte {data[exc.start]:#04x}); "
-                        "re-save the file as UTF-8") from exc  # fmt: skip
+    from bench.core.text_file import read_utf8
+
+    _, text = read_utf8(path, DataError, "re-save the file as UTF-8")
     return list(enumerate(text.split("\n"), start=1))
 
 

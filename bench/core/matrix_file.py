@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from bench.core.text_file import read_utf8
+
 
 class MatrixError(Exception):
     """A matrix file is wrong; the message names the file, the key and the fix."""
@@ -25,18 +27,7 @@ def read_yaml(path: Path):
     """The matrix file's YAML: UTF-8 text, nesting at most MAX_DEPTH deep, no key given twice."""
     if not path.is_file():
         raise MatrixError(f"{path}: no such matrix file")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise MatrixError(f"{path}: cannot be read ({exc.strerror})") from exc
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise MatrixError(
-            f"{path}: line {line}: not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start}); "
-            "save the matrix as UTF-8 YAML"
-        ) from exc
+    _, text = read_utf8(path, MatrixError, "save the matrix as UTF-8 YAML")
     try:
         return yaml.load(text, Loader=MatrixLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:

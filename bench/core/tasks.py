@@ -33,6 +33,8 @@ from pathlib import Path
 
 import yaml
 
+from bench.core.text_file import read_utf8
+
 FORMAT_VERSION = 1
 ANSWER_TYPES = ("label", "extraction")
 # How the `finlora` scorer maps a free-text output to a label: FinLoRA's own rules for its tasks
@@ -124,11 +126,9 @@ def load_file(path: Path, builtin: bool = False) -> TaskSpec:
     from bench.core.task_parse import parse_task
 
     path = Path(path)
+    data, text = read_utf8(path, TaskError, "save the task file as UTF-8 YAML")
     try:
-        data = path.read_bytes()
-        raw = yaml.safe_load(data.decode("utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TaskError(f"{path}: cannot read the task file ({exc}); it must be UTF-8 YAML") from exc
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
