@@ -32,3 +32,14 @@ def tiny_dir(data_dir, bench_cache) -> Path:
     from bench.models.tiny import tiny_model_dir
 
     return tiny_model_dir(data_dir)
+
+
+@pytest.fixture
+def tiny_data(tmp_path, data_dir):
+    """A small copy of the FPB files (20 rows each), to break line by line."""
+    folder = tmp_path / "data" / "fpb"
+    folder.mkdir(parents=True)
+    for name in ("train.jsonl", "test.jsonl"):
+        lines = (data_dir / "fpb" / name).read_text().splitlines(keepends=True)[:20]
+        (folder / name).write_text("".join(lines))
+    return tmp_path / "data"

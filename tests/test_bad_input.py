@@ -91,17 +91,6 @@ def run_cli(capsys, *argv):
     return code, captured.out + captured.err
 
 
-@pytest.fixture
-def tiny_data(tmp_path, data_dir):
-    """A small copy of the FPB files, to break line by line."""
-    folder = tmp_path / "data" / "fpb"
-    folder.mkdir(parents=True)
-    for name in ("train.jsonl", "test.jsonl"):
-        lines = (data_dir / "fpb" / name).read_text().splitlines(keepends=True)[:20]
-        (folder / name).write_text("".join(lines))
-    return tmp_path / "data"
-
-
 @pytest.mark.parametrize("raw,expected", [c[1:] for c in MATRIX_CASES], ids=[c[0] for c in MATRIX_CASES])
 def test_bad_matrix_is_refused_with_a_clear_message(tmp_path, capsys, raw, expected):
     path = tmp_path / "bad.yaml"

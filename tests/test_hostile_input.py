@@ -127,25 +127,15 @@ def test_matrix_file_faults(tmp_path, capsys, raw, expected, command):
 # --- task data --------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def small_data(tmp_path, data_dir):
-    folder = tmp_path / "data" / "fpb"
-    folder.mkdir(parents=True)
-    for name in ("train.jsonl", "test.jsonl"):
-        lines = (data_dir / "fpb" / name).read_text().splitlines(keepends=True)[:20]
-        (folder / name).write_text("".join(lines))
-    return tmp_path / "data"
-
-
-def test_latin1_byte_in_data_names_file_and_line(tmp_path, capsys, small_data):
-    train = small_data / "fpb" / "train.jsonl"
+def test_latin1_byte_in_data_names_file_and_line(tmp_path, capsys, tiny_data):
+    train = tiny_data / "fpb" / "train.jsonl"
     lines = train.read_bytes().split(b"\n")
     lines[4] = lines[4].replace(b"the", "th\xe9".encode("latin-1"), 1)
     train.write_bytes(b"\n".join(lines))
-    code, output = bench(capsys, "run", write_matrix(tmp_path), "--data-dir", small_data,
+    code, output = bench(capsys, "run", write_matrix(tmp_path), "--data-dir", tiny_data,
                          "--results-dir", tmp_path / "r")  # fmt: skip
     assert_clear(code, output, f"{train}:5: not UTF-8 text")
-    code, output = bench(capsys, "data", "--data-dir", small_data)
+    code, output = bench(capsys, "data", "--data-dir", tiny_data)
     assert_clear(code, output, f"{train}:5: not UTF-8 text", status=0)  # `bench data` lists it per task
 
 
@@ -154,19 +144,19 @@ def test_latin1_byte_in_data_names_file_and_line(tmp_path, capsys, small_data):
     [(None, "column 'target' is empty"), (3, "target '3' is not a label of task 'fpb'"),
      (["positive"], "target \"['positive']\" is not a label"), ("", "the target is empty")],
 )  # fmt: skip
-def test_row_with_a_bad_target(tmp_path, capsys, small_data, target, words):
-    test = small_data / "fpb" / "test.jsonl"
+def test_row_with_a_bad_target(tmp_path, capsys, tiny_data, target, words):
+    test = tiny_data / "fpb" / "test.jsonl"
     test.write_text(test.read_text() + json.dumps({"context": "x", "target": target}) + "\n")
-    code, output = bench(capsys, "run", write_matrix(tmp_path), "--data-dir", small_data,
+    code, output = bench(capsys, "run", write_matrix(tmp_path), "--data-dir", tiny_data,
                          "--results-dir", tmp_path / "r")  # fmt: skip
     assert_clear(code, output, f"{test} row 21: {words}")
 
 
-def test_test_file_that_is_a_folder_is_not_a_silent_local_split(tmp_path, capsys, small_data):
-    test = small_data / "fpb" / "test.jsonl"
+def test_test_file_that_is_a_folder_is_not_a_silent_local_split(tmp_path, capsys, tiny_data):
+    test = tiny_data / "fpb" / "test.jsonl"
     test.unlink()
     test.mkdir()
-    code, output = bench(capsys, "run", write_matrix(tmp_path), "--data-dir", small_data,
+    code, output = bench(capsys, "run", write_matrix(tmp_path), "--data-dir", tiny_data,
                          "--results-dir", tmp_path / "r")  # fmt: skip
     assert_clear(code, output, f"{test} is not a file")
 
@@ -201,9 +191,9 @@ def test_local_model_config_that_cannot_be_read(tmp_path, capsys, config, expect
 
 
 @pytest.mark.parametrize("command", ["plan", "run", "report"])
-def test_unknown_target_module_is_input_error(tmp_path, capsys, small_data, command):
+def test_unknown_target_module_is_input_error(tmp_path, capsys, tiny_data, command):
     doc = {**GOOD, "train": {"target_modules": ["no_such_proj"]}}
-    extra = ["--data-dir", small_data] if command != "report" else []
+    extra = ["--data-dir", tiny_data] if command != "report" else []
     code, output = bench(
         capsys, command, write_matrix(tmp_path, doc), "--results-dir", tmp_path / "r", *extra
     )
@@ -214,10 +204,10 @@ def test_unknown_target_module_is_input_error(tmp_path, capsys, small_data, comm
 # --- output directories -----------------------------------------------------------------------------
 
 
-def test_reports_dir_that_is_a_file_fails_before_anything_runs(tmp_path, capsys, small_data):
+def test_reports_dir_that_is_a_file_fails_before_anything_runs(tmp_path, capsys, tiny_data):
     blocker = tmp_path / "reports"
     blocker.write_text("")
-    code, output = bench(capsys, "run", write_matrix(tmp_path), "--data-dir", small_data,
+    code, output = bench(capsys, "run", write_matrix(tmp_path), "--data-dir", tiny_data,
                          "--results-dir", tmp_path / "r", "--reports-dir", blocker)  # fmt: skip
     assert_clear(code, output, f"reports directory {blocker} is not writable")
     assert not (tmp_path / "r" / "records.jsonl").exists()
@@ -399,8 +389,8 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch):
     assert "run the same command again to resume" in output
 
 
-def test_results_dir_on_a_full_disk_is_refused_before_anything_runs(tiny_fs, tmp_path, capsys, small_data):
-    code, output = bench(capsys, "run", write_matrix(tmp_path), "--data-dir", small_data,
+def test_results_dir_on_a_full_disk_is_refused_before_anything_runs(tiny_fs, tmp_path, capsys, tiny_data):
+    code, output = bench(capsys, "run", write_matrix(tmp_path), "--data-dir", tiny_data,
                          "--results-dir", tiny_fs / "r")  # fmt: skip
     assert_clear(code, output, f"results directory {tiny_fs / 'r'} has", "MiB free")
     assert not (tiny_fs / "r" / "records.jsonl").exists()
