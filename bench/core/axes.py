@@ -107,8 +107,6 @@ NAMED: tuple[Axis, ...] = (
         lambda v: "" if v == "raw" else v,
     ),
 )
-# Cell fields the expansion sets from values (the others set a config field).
-CELL_FIELDS = tuple(a.target[1] for a in NAMED if a.target[0] == "cell")
 LORA_ALIASES = {
     "lora.alpha": "lora_alpha",
     "lora.dropout": "lora_dropout",

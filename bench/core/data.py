@@ -281,8 +281,3 @@ def _label(spec: TaskSpec, text: str, where: str) -> str:
             f"add it to answer.labels or label_map in {spec.file}, or fix the row"
         )
     return label
-
-
-def data_sha256(task: str, data_dir: Path | None) -> dict:
-    """The task's data files and their sha256, as the record and (for user tasks) the cell key see them."""
-    return dict(load_splits(task, data_dir).info.sha256)

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import difflib
 import itertools
-from dataclasses import fields
 
 from bench.core import axes as registry
-from bench.core.cell import Cell, EvalConfig, TrainConfig
+from bench.core.cell import Cell
 
 
 def axis_name(ctx, name, key: str) -> str:
@@ -121,10 +120,3 @@ def build_cell(model, values: dict, train, evals, cell_fields: dict, variant: st
         prompt_format=cell_fields.get("prompt_format", "raw"),
         axes=carried,
     )
-
-
-def config_fields(cls) -> tuple[str, ...]:
-    return tuple(f.name for f in fields(cls))
-
-
-TRAIN_FIELDS, EVAL_FIELDS = config_fields(TrainConfig), config_fields(EvalConfig)

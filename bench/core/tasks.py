@@ -117,10 +117,6 @@ class TaskSpec:
         """The folder records name the task's files by: its data-directory folder, or its file's folder."""
         return self.data.root.name if self.data.in_data_dir else self.file.parent.name
 
-    @property
-    def compared_as(self) -> str:
-        return self.variant_of or self.name
-
 
 def load_file(path: Path, builtin: bool = False) -> TaskSpec:
     from bench.core.task_parse import parse_task
