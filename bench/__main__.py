@@ -49,7 +49,8 @@ def parse_sets(items: list[str]) -> dict:
         try:
             out[name.strip()] = yaml.safe_load(text) if text.strip() else None
         except yaml.YAMLError as exc:
-            raise MatrixError(f"--set {item!r}: the value is not valid YAML ({exc})") from exc
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            raise MatrixError(f"--set {item!r}: the value is not valid YAML ({problem})") from exc
     return out
 
 
