@@ -257,7 +257,8 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_check(args) -> int:
-    """The regression gate: exit 1 with a diff table when a metric regressed or a cell/record is missing.
+    """The regression gate: exit 1 with a diff table when a metric regressed or a cell/record is missing,
+    3 when the only failure is a speed series too noisy to decide (bench.gate.check._status).
 
     --run: first the matrix exactly as `bench run` does (resumes; no report), then, unless --no-speed, a
     speed series for each trained cell with none after its training: bench's training and the plain

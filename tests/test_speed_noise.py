@@ -31,12 +31,28 @@ def ratio(estimate: float, low: float, high: float, repetitions: int = 3) -> Spe
         (0.70, 0.92, REGRESSED),  # straddles, 0.22 wide, estimate 0.81: narrow enough to say bench fell short
         (0.86, 1.10, TOO_NOISY),  # a fresh-clone CI run: estimate 0.98 above the floor, low below: undecided
         (0.55, 1.63, TOO_NOISY),  # measured under load (issue 21): straddles and 1.08 wide
-        (0.70, 0.70 + MAX_WIDTH + 0.01, TOO_NOISY),
         (0.68, 0.68 + MAX_WIDTH, REGRESSED),  # exactly the stated width, estimate below the floor: decided
+        (0.8995, 1.06, TOO_NOISY),  # the fresh-clone CI run after 15 repetitions: 0.99x [0.90, 1.06]
     ],
 )
 def test_decision_against_the_floor(low, high, expected):
     assert decide(ratio((low + high) / 2, low, high), floor=0.9) == expected
+
+
+def test_a_wide_interval_below_the_floor_gets_more_rounds_then_regresses():
+    """Estimate 0.83 under the floor, interval wider than MAX_WIDTH: undecided while rounds remain; after
+    the last one the estimate decides."""
+    wide = ratio(0.83, 0.70, 0.70 + MAX_WIDTH + 0.01)
+    assert decide(wide, floor=0.9, last=False) == TOO_NOISY
+    assert decide(wide, floor=0.9) == REGRESSED
+
+
+def test_the_exit_status_tells_undecided_from_regressed():
+    from bench.gate.check import _status
+
+    noisy = speed_row("c", {"floor": 0.9}, ratio(0.99, 0.8995, 1.06, repetitions=15))
+    slower = speed_row("c", {"floor": 0.9}, ratio(0.7, 0.6, 0.8))
+    assert (_status([]), _status([noisy]), _status([noisy, slower])) == (0, 3, 1)
 
 
 def test_a_baseline_floor_moves_the_decision():

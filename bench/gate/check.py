@@ -29,8 +29,8 @@ from bench.gate.baseline_file import CheckError, load_baseline, updated, write_b
 from bench.gate.paired_gate import gate_metrics, paired_rows
 from bench.gate.pairing import newest_series, series_ratio
 from bench.gate.rows import Row
-from bench.gate.speed import SpeedRatio
-from bench.gate.speed_check import HINT, SPEED, floor_of, speed_lines, speed_row
+from bench.gate.speed import TOO_NOISY, SpeedRatio
+from bench.gate.speed_check import HINT, SPEED, UNDECIDED, floor_of, speed_lines, speed_row
 
 __all__ = ["CheckError", "Row", "gate", "load_baseline", "speed_floors"]  # what callers import from here
 
@@ -163,7 +163,8 @@ def gate(
     samples=None,
     speed: bool = True,
 ) -> tuple[int, str]:
-    """(exit status, text): 1 on a regression or a missing cell/record; --update rewrites the file instead.
+    """(exit status, text): 1 on a regression or a missing cell/record, 3 when only a speed series was too
+    noisy to decide (_status); --update rewrites the file instead.
     samples (bench.core.samples.SampleReader) reads per-row outputs for the baseline's paired_gate.
     speed=False (--no-speed): no speed check, said in the output."""
     keys = {c.id: c.key for c in cells}
@@ -181,7 +182,15 @@ def gate(
     verdict = f"FAILED: {len(failed)} of {len(rows)} checks" if failed else f"passed: {len(rows)} checks"
     if any(r.metric == SPEED for r in failed):
         verdict += f"\n{SPEED}: {HINT}"
-    return (1 if failed else 0), "\n".join([*lines, table(rows), verdict])
+    return _status(failed), "\n".join([*lines, table(rows), verdict])
+
+
+def _status(failed: list[Row]) -> int:
+    """0 passed; UNDECIDED (3) when every failure is a speed series too noisy to decide (the series does
+    not say bench is slower; a caller may treat it as a warning); 1 otherwise."""
+    if not failed:
+        return 0
+    return UNDECIDED if all(r.verdict == TOO_NOISY for r in failed) else 1
 
 
 def _update(path: Path, matrix: str, current, keys, speeds, missing: list[Row], lines) -> tuple[int, str]:

@@ -64,7 +64,7 @@ def _ratio(cell, store: Store) -> SpeedRatio | str:
 
 
 def _too_noisy(ratio: SpeedRatio | str | None, floor: float) -> bool:
-    return isinstance(ratio, SpeedRatio) and decide(ratio, floor) == TOO_NOISY
+    return isinstance(ratio, SpeedRatio) and decide(ratio, floor, last=False) == TOO_NOISY
 
 
 def _stamped(launcher: Launcher, steps: list[Step], series: str, first: int, planned: int):
