@@ -18,7 +18,7 @@ from bench.core.matrix import Matrix, MatrixError, load
 from bench.core.records import Status
 from bench.core.store import Store, StoreError, latest
 from bench.core.tasks import TaskError
-from bench.gate.speed import WARMUP_STEPS
+from bench.gate.speed import MORE_ROUNDS, WARMUP_STEPS
 from bench.gate.speed_run import REPETITIONS, STEPS
 from bench.orchestration.cluster import ClusterError
 from bench.orchestration.runner import BusyError, cell_status, plan
@@ -269,9 +269,10 @@ def cmd_check(args) -> int:
     from bench.gate.check import CheckError, gate, speed_floors
 
     matrix = load_matrix(args)
-    if args.speed_reps < 1 or args.speed_steps <= WARMUP_STEPS:
+    if args.speed_reps < 1 or args.speed_steps <= WARMUP_STEPS or args.speed_more_rounds < 0:
         raise MatrixError(
-            f"--speed-reps needs >= 1 and --speed-steps > {WARMUP_STEPS} (the warm-up steps are not timed)"
+            f"--speed-reps needs >= 1, --speed-more-rounds >= 0 and --speed-steps > {WARMUP_STEPS} (the "
+            "warm-up steps are not timed)"
         )
     if args.run:
         from bench.gate.speed_run import measure_speed
@@ -289,7 +290,8 @@ def cmd_check(args) -> int:
                 floors = speed_floors(Path(args.baseline))
             except CheckError as exc:
                 raise MatrixError(str(exc)) from exc
-            measure_speed(matrix.cells, store, launcher, args.speed_reps, floors=floors)  # prints each rep
+            measure_speed(matrix.cells, store, launcher, args.speed_reps, floors=floors,
+                          more_rounds=args.speed_more_rounds)  # prints each repetition
     try:
         store = Store(results_dir(args))
         status, text = gate(matrix.cells, matrix.name, store.records(), Path(args.baseline), args.update,
@@ -414,6 +416,10 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--speed-steps", type=int, default=STEPS, metavar="N",
         help=f"optimizer steps per speed repetition, the first {WARMUP_STEPS} untimed warm-up ({STEPS})",
+    )  # fmt: skip
+    c.add_argument(
+        "--speed-more-rounds", type=int, default=MORE_ROUNDS, metavar="N",
+        help=f"at most N more rounds of --speed-reps per side while a series is too noisy to decide ({MORE_ROUNDS})",
     )  # fmt: skip
     c.add_argument("--update", action="store_true", help="rewrite the baseline from the current records")
     c.add_argument("--data-dir", help="the FinLoRA data folder, for --run (env BENCH_DATA)")

@@ -112,7 +112,7 @@ def fake_workers(monkeypatch, bench_rates):
     monkeypatch.setattr(Launcher, "run_process", fake_run)
 
 
-def run_series(cells, tmp_path, floors=None):  # noqa: F811
+def run_series(cells, tmp_path, floors=None, **kw):  # noqa: F811
     from bench.gate.speed_run import measure_speed
     from bench.orchestration.launch import Launcher
 
@@ -121,7 +121,7 @@ def run_series(cells, tmp_path, floors=None):  # noqa: F811
     store.append(record(trained, "train", train_loss_last=0.5))
     lines: list[str] = []
     launcher = Launcher(store.root.resolve(), tmp_path, "speed", timing_steps=7)
-    written = measure_speed(cells, store, launcher, repetitions=3, progress=lines.append, floors=floors)
+    written = measure_speed(cells, store, launcher, repetitions=3, progress=lines.append, floors=floors, **kw)
     return trained, written, lines
 
 
@@ -149,3 +149,9 @@ def test_the_baseline_floor_decides_whether_to_extend(cells, tmp_path, monkeypat
     trained = next(c for c in cells if not c.is_base)
     _, written, _ = run_series(cells, tmp_path, floors={trained.id: 0.1})  # the whole interval clears it
     assert len(written) == 6
+
+
+def test_more_rounds_is_a_bound_the_caller_sets(cells, tmp_path, monkeypatch):  # noqa: F811
+    fake_workers(monkeypatch, lambda k: (300.0, 45.0)[k % 2])  # never settles
+    _, written, lines = run_series(cells, tmp_path, more_rounds=1)
+    assert len(written) == 2 * 3 * 2 and "round 2, at most 2" in "\n".join(lines)

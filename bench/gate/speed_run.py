@@ -32,10 +32,11 @@ def interleaved(cell, repetitions: int) -> list[Step]:
 
 def measure_speed(
     cells, store: Store, launcher: Launcher, repetitions: int = REPETITIONS, progress=print,
-    floors: dict[str, float] | None = None,
+    floors: dict[str, float] | None = None, more_rounds: int = MORE_ROUNDS,
 ) -> list[RunRecord]:  # fmt: skip
     """Run a speed series for every trained cell that has no complete one after its training; `floors`
-    (cell id -> floor, the baseline's) decide whether a series is too noisy and needs more rounds."""
+    (cell id -> floor, the baseline's) decide whether a series is too noisy and needs more rounds (at
+    most `more_rounds`)."""
     todo, notes = speed_needed(cells, store.records())
     for note in notes:
         progress(f"note: {note}")
@@ -44,12 +45,12 @@ def measure_speed(
         progress(f"speed series for {cell.id}: bench and the plain script (HF Trainer + peft) alternately, "
                  f"{repetitions} x {launcher.timing_steps} steps each")  # fmt: skip
         series, ratio = uuid.uuid4().hex[:12], None
-        for round_ in range(1 + MORE_ROUNDS):
+        for round_ in range(1 + more_rounds):
             if round_ and not _too_noisy(ratio, (floors or {}).get(cell.id, FLOOR)):
                 break
             if round_:
                 progress(f"{cell.id}: {ratio.text()} is too noisy to decide; timing {repetitions} more "
-                         f"repetitions per side (round {round_ + 1}, at most {1 + MORE_ROUNDS})")
+                         f"repetitions per side (round {round_ + 1}, at most {1 + more_rounds})")
             steps = interleaved(cell, repetitions)
             first, planned = 2 * repetitions * round_, 2 * repetitions * (round_ + 1)
             written += run(steps, store, _stamped(launcher, steps, series, first, planned), progress)
