@@ -5,8 +5,8 @@ adapter; the two must give the same outputs and the same scores. Exit 0 when the
 
     BENCH_DATA=../shared/data python scripts/user_task_check.py WORK_DIR
 
-Run by scripts/wheel_check.sh with the installed wheel's Python (nothing of the checkout on the path),
-and by tests/test_user_task.py. BENCH_DATA is needed only to build the tiny model's tokenizer.
+Run by tox's `smoke` environment (tox.ini) with the installed wheel's Python, from a folder outside
+the checkout (nothing of it on the path). BENCH_DATA is needed only to build the tiny model's tokenizer.
 """
 
 from __future__ import annotations
