@@ -74,7 +74,7 @@ def submit_multinode(executor, step: Step, done: Callable) -> None:
             )  # fmt: skip
             options = in_bundle(i, executor._options(per))
             rank = functools.partial(rank_done, i)
-            refs.append(executor._submit(run_node_rank, options, rank, launcher, step, executor.threads))
+            refs.append(executor._submit(run_node_rank, options, rank, launcher, step, executor.env))
 
     executor._submit(rendezvous_point, in_bundle(0, {"num_cpus": 0, "max_retries": 0}), placed)
 

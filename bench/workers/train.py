@@ -345,7 +345,7 @@ def train_loop(
                 rate = (tokens - before[0]) * world / max(time.monotonic() - started, 1e-9)
                 last_loss = curve[-1][1] if curve else None
                 event(cell_id, "train", step, total_steps, loss=last_loss, tokens_per_s=round(rate))
-            faults.at("train", cell_id, f"step{step}")
+            faults.at("train", cell_id, f"step{step}", resumed=resume is not None)
             preempted = stop is not None and step < total_steps and stop.agreed()
             if saver is not None and (preempted or saver.due(step, total_steps)):
                 flush()
