@@ -115,15 +115,16 @@ def test_ray_gives_the_local_records_with_cells_on_both_nodes_at_once(
     assert all(r["env"]["node"]["node_ip"] == "127.0.0.1" for r in records(tmp_path / "ray"))
 
 
-HANG = "train:hang-at-step2"  # a first attempt stalls after step 2, past its checkpoint at step 1 (4 steps:
-# bench's default interval is one step); the resumed attempt goes on (bench.workers.faults)
+HANG = "train:hang-at-step2"  # a first attempt stalls after step 2, past its checkpoint at step 1
+# (EVERY_STEP); the resumed attempt goes on (bench.workers.faults)
+EVERY_STEP = {**MATRIX["train"], "checkpoint_every": 1}  # bench's default waits for a minute of training
 
 
 def test_a_node_killed_mid_training_costs_one_failed_record_then_the_step_resumes_on_another_node(
     cluster, tmp_path, data_dir, bench_cache
 ):
     one = {**MATRIX, "name": "raykill", "axes": {**MATRIX["axes"], "quant": [{"bits": 4, "rank": 4}]},
-           "base": False}  # fmt: skip
+           "base": False, "train": EVERY_STEP}  # fmt: skip
     env = {**environment(cluster, data_dir, bench_cache), "BENCH_FAULT": HANG}
     driver = bench_run(one, tmp_path, env, "--executor", "ray", "--node-retries", "1", wait=False)
     try:
@@ -158,7 +159,7 @@ def test_sigterm_to_the_driver_preempts_the_training_on_its_node_and_the_next_ru
     cluster, tmp_path, data_dir, bench_cache
 ):
     one = {**MATRIX, "name": "raystop", "axes": {**MATRIX["axes"], "quant": [{"bits": 4, "rank": 4}]},
-           "base": False}  # fmt: skip
+           "base": False, "train": EVERY_STEP}  # fmt: skip
     env = environment(cluster, data_dir, bench_cache)
     driver = bench_run(one, tmp_path, {**env, "BENCH_FAULT": HANG}, "--executor", "ray", wait=False)
     try:

@@ -4,7 +4,9 @@ evaluation task loads the base once for all its cells (as the local executor doe
 
 The driver is the store's only writer: tasks return records. A node that dies mid-step turns that step
 into a `failed` record naming the node (Ray reports it within about a second) and the matrix goes on;
-`--node-retries N` submits such a step again, and Ray places it on a live node.
+`--node-retries N` submits such a step again, and Ray places it on a live node, where a training resumes
+from the checkpoint the lost node left in the cell's (shared) folder. The first SIGTERM or Ctrl-C reaches
+the steps on every node through a stop file on the shared results folder (preemption.stop_file).
 """
 
 from __future__ import annotations

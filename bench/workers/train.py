@@ -181,7 +181,8 @@ def train_cell(cell, cell_dir, data_dir, timing_steps: int | None = None) -> Out
     if resume and rank == 0:
         progress(f"resuming from the checkpoint at step {resume['step']}/{total_steps}")
     every = 0 if timing_steps else checkpoints.interval(cfg, total_steps)
-    saver = Checkpointer(cell_dir, cell.key, every, cfg.checkpoint_keep, cell.id)
+    spaced = cfg.checkpoint_every is None  # bench's default: also spaced by the checkpoints' own cost
+    saver = Checkpointer(cell_dir, cell.key, every, cfg.checkpoint_keep, cell.id, spaced)
 
     reset_torch_peaks(device)
     sampler = NvmlSampler([device.index] if device.type == "cuda" else [])
