@@ -44,6 +44,7 @@ class RayExecutor:
         self.pending: dict = {}  # ObjectRef -> handler(value, error)
         self.record = Recorder(store, progress)
         self.env = driver_env()
+        self.stopping = False  # the stop file is written
 
     def run(self, steps: list[Step]) -> list[RunRecord]:
         """Submit every step whose dependencies allow, then handle outcomes as they come. The caller
@@ -66,7 +67,7 @@ class RayExecutor:
             if base.waiting == 0:
                 self._evaluate(base, base.evaluations, attempt=0)
         while self.pending:
-            if STOP.requested and not stop_file(self.launcher.results_dir).exists():
+            if STOP.requested and not self.stopping:
                 self._stop_steps()
             ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=WAIT_S)
             for waitable in ready:
@@ -96,6 +97,7 @@ class RayExecutor:
         trainings checkpoint and end `preempted`); a step Ray has yet to start runs nothing."""
         path = stop_file(self.launcher.results_dir)
         path.write_text(f"asked by the driver at {now()}\n")
+        self.stopping = True
         self.progress(f"asked the steps on the nodes to stop ({path})")
 
     # -- submission -------------------------------------------------------------------------------

@@ -35,8 +35,8 @@ FORMAT = 1
 # bench's default spacing, besides a tenth of the run: at least FIRST_AFTER_S seconds of training before a
 # checkpoint (a run killed sooner loses less than that) and SPACING times the previous checkpoint's own write
 # time between two, so that checkpoints cost about 1% of the training at most, whatever the model, disk and
-# step time. A tenth of the run alone cost 4-19% on the tiny model's 8-step runs (7 checkpoints of 0.015-
-# 0.04 s beside 0.1 s steps; benchmarks/checkpoint_overhead.py, benchmarks/results/checkpoints.jsonl).
+# step time. A tenth of the run alone cost 3.3-4.3% of train_s on the tiny model's 8-step runs (7 checkpoints
+# of about 0.03 s; benchmarks/checkpoint_overhead.py, benchmarks/results/checkpoints.jsonl).
 FIRST_AFTER_S = 60.0
 SPACING = 100
 
