@@ -11,6 +11,7 @@ import datetime
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -114,19 +115,20 @@ def test_ray_gives_the_local_records_with_cells_on_both_nodes_at_once(
     assert all(r["env"]["node"]["node_ip"] == "127.0.0.1" for r in records(tmp_path / "ray"))
 
 
-def test_a_node_killed_mid_training_costs_one_failed_record_then_the_step_reruns(
+HANG = "train:hang-at-step2"  # a first attempt stalls after step 2, past its checkpoint at step 1
+# (EVERY_STEP); the resumed attempt goes on (bench.workers.faults)
+EVERY_STEP = {**MATRIX["train"], "checkpoint_every": 1}  # bench's default waits for a minute of training
+
+
+def test_a_node_killed_mid_training_costs_one_failed_record_then_the_step_resumes_on_another_node(
     cluster, tmp_path, data_dir, bench_cache
 ):
     one = {**MATRIX, "name": "raykill", "axes": {**MATRIX["axes"], "quant": [{"bits": 4, "rank": 4}]},
-           "base": False}  # fmt: skip
-    driver = bench_run(one, tmp_path, environment(cluster, data_dir, bench_cache), "--executor", "ray",
-                       "--node-retries", "1", wait=False)  # fmt: skip
+           "base": False, "train": EVERY_STEP}  # fmt: skip
+    env = {**environment(cluster, data_dir, bench_cache), "BENCH_FAULT": HANG}
+    driver = bench_run(one, tmp_path, env, "--executor", "ray", "--node-retries", "1", wait=False)
     try:
-        pid_file = _wait_for(lambda: next((tmp_path / "results" / "cells").glob("*/train.pid"), None), 120)
-        worker = int(pid_file.read_text().split()[0])
-        ranks = _wait_for(lambda: descendants(worker), 60)  # torchrun has started its rank: mid-step
-        tree = _started([worker, *ranks])
-        time.sleep(1)  # the guard notes a step's processes every 0.5 s (see node_guard.watch)
+        worker, tree = _stalled_training(tmp_path)
         node = _node_running(cluster, worker)
         killed_at = datetime.datetime.now(datetime.UTC)
         cluster.remove_node(node, allow_graceful=False)
@@ -140,13 +142,60 @@ def test_a_node_killed_mid_training_costs_one_failed_record_then_the_step_reruns
     rows = [(r["phase"], r["status"]) for r in records(tmp_path)]
     errors = [r["error"] for r in records(tmp_path) if r["error"]]
     assert rows == [("train", "failed"), ("train", "ok"), ("eval", "ok")], f"{rows} {errors}\n{text[-2000:]}"
-    lost = records(tmp_path)[0]
+    lost, resumed = records(tmp_path)[:2]
     # Ray's NodeDiedError, or the step's own NodeLost when its guard killed the workers first
     assert ("NodeDiedError" in lost["error"] or "NodeLost" in lost["error"]) and node.node_id in lost["error"]
     assert lost["env"]["node"]["node_id"] == node.node_id
     recorded_at = datetime.datetime.fromisoformat(lost["finished_at"])
     assert (recorded_at - killed_at).total_seconds() < 10, "the lost step took long to become a record"
-    assert records(tmp_path)[1]["env"]["node"]["node_id"] != node.node_id
+    assert resumed["env"]["node"]["node_id"] != node.node_id
+    # from the dead node's checkpoint, in the shared results folder
+    assert (resumed["metrics"]["resumed_from_step"], resumed["metrics"]["attempts"]) == (1, 2)
+    assert resumed["metrics"]["steps"] == MATRIX["train"]["max_steps"]
+    _nothing_left(tmp_path)
+
+
+def test_sigterm_to_the_driver_preempts_the_training_on_its_node_and_the_next_run_resumes(
+    cluster, tmp_path, data_dir, bench_cache
+):
+    one = {**MATRIX, "name": "raystop", "axes": {**MATRIX["axes"], "quant": [{"bits": 4, "rank": 4}]},
+           "base": False, "train": EVERY_STEP}  # fmt: skip
+    env = environment(cluster, data_dir, bench_cache)
+    driver = bench_run(one, tmp_path, {**env, "BENCH_FAULT": HANG}, "--executor", "ray", wait=False)
+    try:
+        _, tree = _stalled_training(tmp_path)
+        driver.send_signal(signal.SIGTERM)  # once: Slurm's preemption signal
+        text, _ = driver.communicate(timeout=DRIVER_TIMEOUT_S)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 75, text[-3000:]
+    assert [(r["phase"], r["status"]) for r in records(tmp_path)] == [("train", "preempted")], text[-3000:]
+    assert _wait_for(lambda: not _survivors(tree), 15), _survivors(tree)
+    bench_run(one, tmp_path, env, "--executor", "ray")  # no --retry: a preempted step is taken up
+    rows = [(r["phase"], r["status"]) for r in records(tmp_path)]
+    assert rows == [("train", "preempted"), ("train", "ok"), ("eval", "ok")]
+    metrics = records(tmp_path)[1]["metrics"]
+    assert (metrics["resumed_from_step"], metrics["attempts"]) == (2, 2)  # its checkpoint at the stop
+    _nothing_left(tmp_path)
+
+
+def _stalled_training(out: Path) -> tuple[int, dict[int, str | None]]:
+    """Wait for the training to stall at the HANG fault: torchrun's pid, and its tree (with its rank)."""
+    found = _wait_for(lambda: next((out / "results" / "cells").glob("*/train.log"), None), 120)
+    assert found, "no training started"
+    assert _wait_for(lambda: "hanging at step2" in found.read_text(), 180), found.read_text()[-2000:]
+    worker = int((found.parent / "train.pid").read_text().split()[0])
+    return worker, _started([worker, *descendants(worker)])
+
+
+def _nothing_left(out: Path) -> None:
+    """One ok record per step, no pid file, no process of the run."""
+    ok = [(r["cell_key"], r["phase"]) for r in records(out) if r["status"] == "ok"]
+    assert len(ok) == len(set(ok)), ok
+    assert not list((out / "results").glob("cells/*/*.pid"))
+    left = subprocess.run(["pgrep", "-f", str(out / "results")], capture_output=True, text=True)
+    assert not left.stdout.split(), left.stdout
 
 
 def test_a_killed_driver_resumes_and_a_second_driver_refuses(cluster, tmp_path, data_dir, bench_cache):

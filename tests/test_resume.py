@@ -85,6 +85,19 @@ def test_no_valid_checkpoint_means_step_zero(tmp_path):
     assert checkpoints.latest_valid(tmp_path / "absent", "k", world=1) is None
 
 
+def test_the_default_interval_waits_a_minute_then_spaces_checkpoints_by_their_own_cost(tmp_path):
+    explicit = checkpoints.Checkpointer(tmp_path, "k", every=2, keep=2)
+    assert [s for s in range(1, 9) if explicit.due(s, 8)] == [2, 4, 6]  # not the last: the adapter is saved
+    default = checkpoints.Checkpointer(tmp_path, "k", every=1, keep=2, spaced=True)
+    assert not default.due(1, 8)  # a run killed within its first minute loses less than a minute
+    default.last_end -= checkpoints.FIRST_AFTER_S
+    assert default.due(1, 8)
+    default.written, default.last_s, default.last_end = 1, 0.5, time.monotonic() - 40  # as write() leaves it
+    assert not default.due(2, 8)
+    default.last_end -= 0.5 * checkpoints.SPACING - 40
+    assert default.due(2, 8) and not default.due(8, 8)
+
+
 # -- real runs (slow) -----------------------------------------------------------------------------------
 
 

@@ -66,7 +66,8 @@ class TrainConfig:
     # FinLoRA's --warmup_ratio); used instead of warmup_steps when set.
     warmup_ratio: float = 0.0
     # Training checkpoints (bench.workers.checkpoints): optimizer steps between two; None = a tenth of
-    # the run, 0 = none. checkpoint_keep: how many stay; keep_checkpoints: keep them after an ok end.
+    # the run, not before a minute of training and spaced by their own cost (checkpoints.SPACING), 0 =
+    # none. checkpoint_keep: how many stay; keep_checkpoints: keep them after an ok end.
     checkpoint_every: int | None = None
     checkpoint_keep: int = 2
     keep_checkpoints: bool = False

@@ -21,6 +21,7 @@ from bench.orchestration.on_node import (
     run_node_rank,
     write_cell_json,
 )
+from bench.orchestration.preemption import STOP
 from bench.orchestration.scheduler import Step
 
 
@@ -55,7 +56,7 @@ def submit_multinode(executor, step: Step, done: Callable) -> None:
         if error is not None:
             return finish(None, error)
         results[i] = value
-        if i != 0 and value["returncode"] != 0:
+        if i != 0 and value["returncode"] != 0 and not STOP.requested:  # stopped: rank 0's record says so
             return finish(None, RankFailed(value))
         if i == 0 and value["record"].status != Status.OK:  # the others would wait for rank 0
             return finish(_with_env(value["record"], nodes=[value["node"]]), None)
@@ -74,7 +75,7 @@ def submit_multinode(executor, step: Step, done: Callable) -> None:
             )  # fmt: skip
             options = in_bundle(i, executor._options(per))
             rank = functools.partial(rank_done, i)
-            refs.append(executor._submit(run_node_rank, options, rank, launcher, step, executor.threads))
+            refs.append(executor._submit(run_node_rank, options, rank, launcher, step, executor.env))
 
     executor._submit(rendezvous_point, in_bundle(0, {"num_cpus": 0, "max_retries": 0}), placed)
 

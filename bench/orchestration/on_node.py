@@ -26,9 +26,15 @@ from bench.core.records import RunRecord
 from bench.orchestration.launch import Launcher
 from bench.orchestration.node_guard import alive
 from bench.orchestration.orphans import start_time
+from bench.orchestration.preemption import STOP, stop_file
 from bench.orchestration.scheduler import Step
 
 END = "end of the step's records"  # what the driver's handler gets after a step's last record
+STOP_POLL_S = 1.0  # how often a step's task looks for the driver's stop file
+# OMP_NUM_THREADS: Ray sets it to a task's CPU count (1 here); the workers get the driver's instead, so that
+# both executors give the same numbers. BENCH_FAULT (bench.workers.faults.FAULT_ENV; not imported: that
+# module loads torch): the reliability tests' faults reach workers on every node.
+DRIVER_SETTINGS = ("OMP_NUM_THREADS", "BENCH_FAULT")
 
 
 class NodeLost(Exception):
@@ -48,18 +54,23 @@ def here() -> dict:
     }
 
 
-def run_steps(launcher: Launcher, steps: list[Step], threads: str | None) -> Iterator[RunRecord]:
+def run_steps(launcher: Launcher, steps: list[Step], env: dict[str, str | None]) -> Iterator[RunRecord]:
     """One training, or one evaluation group on a base loaded once (as the local executor does). A Ray
     streaming generator: each cell's record goes to the driver the moment it exists, so a group cut
-    short (a lost node, a killed driver) keeps the records of the cells it finished."""
-    _same_threads(threads)
+    short (a lost node, a killed driver) keeps the records of the cells it finished. A step that Ray
+    starts after the driver was asked to stop runs nothing (no record: the next run takes it up)."""
+    if stop_file(launcher.results_dir).exists():
+        return
+    _driver_env(env)
     node = here()
     made: queue.Queue = queue.Queue()
     finished = object()
 
+    pid_files = [_pid_file(launcher, s, "") for s in steps]
+
     def work() -> None:
         try:
-            with guarded([_pid_file(launcher, s, "") for s in steps], node) as node_alive:
+            with guarded(pid_files, node) as node_alive, stop_on_request(launcher.results_dir):
 
                 def release(record: RunRecord) -> None:
                     # A record made after the raylet died describes workers the guard killed, not
@@ -111,13 +122,14 @@ class NodeRankLauncher(Launcher):
         return cell_dir
 
 
-def run_node_rank(launcher: NodeRankLauncher, step: Step, threads: str | None) -> dict:
+def run_node_rank(launcher: NodeRankLauncher, step: Step, env: dict[str, str | None]) -> dict:
     """Node rank 0 returns the cell's record (its worker rank 0 writes the outcome); the other nodes
     return their exit status and log. A failure anywhere shows in rank 0's record."""
-    _same_threads(threads)
+    _driver_env(env)
     node = here()
     suffix = "" if launcher.node_rank == 0 else f".node{launcher.node_rank}"
-    with guarded([_pid_file(launcher, step, suffix)], node) as node_alive:
+    pid_file = _pid_file(launcher, step, suffix)
+    with guarded([pid_file], node) as node_alive, stop_on_request(launcher.results_dir):
         if launcher.node_rank == 0:
             record = launcher(step)
             node_alive()
@@ -187,10 +199,35 @@ def guarded(pid_files: list[Path], node: dict, raylet: int | None = None) -> Ite
             os.kill(guard, signal.SIGTERM)
 
 
-def _same_threads(threads: str | None) -> None:
-    """Ray sets OMP_NUM_THREADS to a task's CPU count (1 here); the workers get the driver's setting
-    instead, as under the local executor, so both give the same numbers."""
-    if threads is None:
-        os.environ.pop("OMP_NUM_THREADS", None)
-    else:
-        os.environ["OMP_NUM_THREADS"] = threads
+@contextmanager
+def stop_on_request(results_dir: Path) -> Iterator[None]:
+    """While the step runs, a thread reads the driver's stop file (preemption.stop_file) once a second; once
+    it is there, the step's workers are told to stop as the local runner tells its own on a signal
+    (SIGTERM to the training's ranks: a checkpoint at the next step boundary, then `preempted`)."""
+    ended = threading.Event()
+
+    def poll() -> None:
+        while not ended.wait(STOP_POLL_S):
+            if not STOP.requested and stop_file(results_dir).exists():
+                STOP.request("the driver asked to stop: stopping after the running step's checkpoint")
+
+    watcher = threading.Thread(target=poll, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        ended.set()
+        watcher.join(timeout=5)
+
+
+def driver_env() -> dict[str, str | None]:
+    """The driver's settings its steps' workers get on every node, as under the local executor."""
+    return {name: os.environ.get(name) for name in DRIVER_SETTINGS}
+
+
+def _driver_env(env: dict[str, str | None]) -> None:
+    for name, value in env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

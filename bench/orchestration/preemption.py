@@ -4,6 +4,9 @@ and ends as `preempted`; the runner records that and starts no further step. A s
 worker still running PREEMPT_GRACE_S later, is killed as before (KeyboardInterrupt: the launcher's
 `finally` ends the worker's whole tree).
 
+On Ray the driver's steps run on other machines: the driver writes stop_file on the shared results folder,
+and each step's task stops its own workers as above when it reads it (bench.orchestration.on_node).
+
 A `preempted` step is not a result: the next `bench run` takes it up (runner.RESUMABLE) and its training
 resumes from the checkpoint.
 """
@@ -14,12 +17,14 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 from bench.core.records import Status
 
 PREEMPT_GRACE_S = 90  # a worker told to stop has this long to checkpoint (Slurm: ask --signal ahead of more)
 PREEMPTED_EXIT = 75  # `bench run`'s exit status after a stop request (EX_TEMPFAIL: run it again)
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STOP_FILE = ".stop-request"
 
 
 class StopRequest:
@@ -47,9 +52,14 @@ class StopRequest:
         if self.requested:
             self.__exit__()
             raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopping now")
+        self.request(f"{signal.Signals(signum).name}: stopping after the running step's checkpoint "
+                     "(again to stop now)")  # fmt: skip
+
+    def request(self, message: str) -> None:
+        """Stop: tell the running workers. From the signal handler, or on a Ray node from the thread that
+        reads the driver's stop file (stop_file), where no signal comes."""
         self.requested_at = time.monotonic()
-        print(f"{signal.Signals(signum).name}: stopping after the running step's checkpoint "
-              f"(again to stop now)", flush=True)  # fmt: skip
+        print(message, flush=True)
         for pid, ranks in list(self.workers.items()):
             self.tell(pid, ranks)
 
@@ -78,6 +88,15 @@ class StopRequest:
         if not self.requested or status in (Status.OK, Status.PREEMPTED):
             return status, error
         return Status.PREEMPTED, f"stopped on request before it finished ({error}); the next run takes it up"
+
+
+def stop_file(results_dir: Path) -> Path:
+    """The Ray driver's stop request to its steps on other machines: a file on the shared results folder
+    (which every node of a Ray run must see anyway, cluster.check_shared), read once a second by each
+    step's task (on_node.stop_on_request), which then stops its workers as a signal would here. Not
+    ray.cancel: a cancelled task's result is a TaskCancelledError, so the step's own `preempted` record
+    and the wait for its checkpoint would be lost."""
+    return Path(results_dir) / STOP_FILE
 
 
 def _children(pid: int) -> list[int]:

@@ -4,13 +4,14 @@ evaluation task loads the base once for all its cells (as the local executor doe
 
 The driver is the store's only writer: tasks return records. A node that dies mid-step turns that step
 into a `failed` record naming the node (Ray reports it within about a second) and the matrix goes on;
-`--node-retries N` submits such a step again, and Ray places it on a live node.
+`--node-retries N` submits such a step again, and Ray places it on a live node, where a training resumes
+from the checkpoint the lost node left in the cell's (shared) folder. The first SIGTERM or Ctrl-C reaches
+the steps on every node through a stop file on the shared results folder (preemption.stop_file).
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import re
 import time
 from collections.abc import Callable
@@ -22,14 +23,12 @@ from bench.orchestration.assembly import record_of
 from bench.orchestration.cluster import alive_nodes, capacity, check_shared, refusal, resource_of
 from bench.orchestration.launch import Launcher
 from bench.orchestration.multinode import RankFailed, submit_multinode
-from bench.orchestration.on_node import (
-    END,
-    run_steps,
-)
+from bench.orchestration.on_node import END, driver_env, run_steps
+from bench.orchestration.preemption import STOP, stop_file
 from bench.orchestration.runner import Recorder, session
 from bench.orchestration.scheduler import Step, eval_base, ready_evaluations
 
-WAIT_S = 5.0  # each ray.wait returns after this long at most, so the driver stays responsive
+WAIT_S = 1.0  # each ray.wait returns after this long at most, so the driver stays responsive (a stop request)
 
 
 @dataclass
@@ -44,7 +43,8 @@ class RayExecutor:
         self.launcher, self.store, self.progress, self.node_retries = launcher, store, progress, node_retries
         self.pending: dict = {}  # ObjectRef -> handler(value, error)
         self.record = Recorder(store, progress)
-        self.threads = os.environ.get("OMP_NUM_THREADS")
+        self.env = driver_env()
+        self.stopping = False  # the stop file is written
 
     def run(self, steps: list[Step]) -> list[RunRecord]:
         """Submit every step whose dependencies allow, then handle outcomes as they come. The caller
@@ -67,6 +67,8 @@ class RayExecutor:
             if base.waiting == 0:
                 self._evaluate(base, base.evaluations, attempt=0)
         while self.pending:
+            if STOP.requested and not self.stopping:
+                self._stop_steps()
             ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=WAIT_S)
             for waitable in ready:
                 handler = self.pending.pop(waitable, None)
@@ -86,7 +88,17 @@ class RayExecutor:
                 if error is None and ref is not waitable:
                     self.pending[waitable] = handler  # more records may follow
                 handler(value, error)
+        if STOP.requested:
+            self.progress("stopped on request: the steps not run are left for the next run")
         return self.record.written
+
+    def _stop_steps(self) -> None:
+        """The first SIGTERM or Ctrl-C: the running steps, on whichever node, stop their workers (their
+        trainings checkpoint and end `preempted`); a step Ray has yet to start runs nothing."""
+        path = stop_file(self.launcher.results_dir)
+        path.write_text(f"asked by the driver at {now()}\n")
+        self.stopping = True
+        self.progress(f"asked the steps on the nodes to stop ({path})")
 
     # -- submission -------------------------------------------------------------------------------
 
@@ -117,6 +129,8 @@ class RayExecutor:
         return ref
 
     def _train(self, base: _Base, step: Step, attempt: int) -> None:
+        if STOP.requested:  # a retry after a stop request: the next run takes the step up
+            return
         if attempt:  # a node was lost: what is left may no longer hold the step
             self.nodes = alive_nodes()
         reason = refusal(step.cell, "train", self.nodes, self.resource)
@@ -130,7 +144,7 @@ class RayExecutor:
             submit_multinode(self, step, done)
         else:
             streaming = self._streaming(step.cell.gpus)
-            self._submit(run_steps, streaming, done, self.launcher, [step], self.threads)
+            self._submit(run_steps, streaming, done, self.launcher, [step], self.env)
 
     def _trained(self, base, step, attempt, t0, started, value, error) -> None:
         if error is None and value is not END:
@@ -150,7 +164,7 @@ class RayExecutor:
         ready, skipped = ready_evaluations(steps, self.record.last)
         for each in skipped:
             self.progress(f"eval {each.cell.id}: skipped (training did not succeed)")
-        if not ready:
+        if not ready or STOP.requested:
             return
         if attempt:
             self.nodes = alive_nodes()
@@ -176,7 +190,7 @@ class RayExecutor:
                 self._evaluate(base, lost, attempt + 1)
 
         options = self._streaming(ready[0].cell.gpus_per_node)
-        self._submit(run_steps, options, done, self.launcher, ready, self.threads)
+        self._submit(run_steps, options, done, self.launcher, ready, self.env)
 
     # -- records ----------------------------------------------------------------------------------
 
@@ -216,12 +230,15 @@ def _node_named(text: str) -> dict:
 
 def run_on_ray(launcher: Launcher, store: Store, steps: list[Step], node_retries: int = 0, progress=print):
     """Take the run lock (a second driver refuses before touching Ray), connect (RAY_ADDRESS, or a
-    local Ray), run the steps, disconnect."""
+    local Ray), run the steps, disconnect. The stop request's handlers go in after ray.init, which sets
+    its own SIGTERM handler (sys.exit)."""
     from bench.orchestration.cluster import connect, disconnect
 
     with session(store, progress, stoppable=False):
+        stop_file(launcher.results_dir).unlink(missing_ok=True)  # an earlier run's, stopped: not this one's
         progress(f"executor: {connect()}")
         try:
-            return RayExecutor(launcher, store, progress, node_retries).run(steps)
+            with STOP:
+                return RayExecutor(launcher, store, progress, node_retries).run(steps)
         finally:
             disconnect()

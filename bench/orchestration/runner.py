@@ -52,8 +52,8 @@ class Recorder:
 
 @contextmanager
 def session(store: Store, progress: Callable[[str], None], stoppable: bool = True) -> Iterator[None]:
-    """One runner per results directory, a stop request that ends it cleanly (`stoppable`: the local
-    executor; the Ray driver still ends on its first signal), no leftover workers."""
+    """One runner per results directory, a stop request that ends it cleanly (`stoppable`; the Ray driver
+    enters the stop request itself, after ray.init has set its own SIGTERM handler), no leftover workers."""
     with exclusive_run(store.root), STOP if stoppable else nullcontext():
         for leftover in kill_leftovers(store.root):  # only now: holding the lock, no other runner lives
             progress(f"killed a worker left by an interrupted run: {leftover}")

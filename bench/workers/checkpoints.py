@@ -32,8 +32,18 @@ TAG = "state"  # DeepSpeed's tag: the folder inside a checkpoint that holds its 
 FORMAT = 1
 
 
+# bench's default spacing, besides a tenth of the run: at least FIRST_AFTER_S seconds of training before a
+# checkpoint (a run killed sooner loses less than that) and SPACING times the previous checkpoint's own write
+# time between two, so that checkpoints cost about 1% of the training at most, whatever the model, disk and
+# step time. A tenth of the run alone cost 3.3-4.3% of train_s on the tiny model's 8-step runs (7 checkpoints
+# of about 0.03 s; benchmarks/checkpoint_overhead.py, benchmarks/results/checkpoints.jsonl).
+FIRST_AFTER_S = 60.0
+SPACING = 100
+
+
 def interval(cfg, total_steps: int) -> int:
-    """Optimizer steps between checkpoints (0 = none): the cell's setting, by default a tenth of the run."""
+    """Optimizer steps between checkpoints (0 = none): the cell's setting, by default a tenth of the run
+    (then also spaced by SPACING: Checkpointer.due)."""
     if cfg.checkpoint_every is not None:
         return cfg.checkpoint_every
     return max(1, math.ceil(total_steps / 10))
@@ -183,16 +193,32 @@ def _fsync(path: Path) -> None:
 
 
 class Checkpointer:
-    """When the loop writes checkpoints and what they cost (seconds, count) in this attempt."""
+    """When the loop writes checkpoints and what they cost (seconds, count) in this attempt. `spaced`
+    (bench's default interval): a due checkpoint is skipped until FIRST_AFTER_S seconds of this attempt's
+    training have passed, and then SPACING times the previous one's write time since it; rank 0's clock
+    decides for every rank."""
 
-    def __init__(self, cell_dir: Path, cell_key: str, every: int, keep: int, cell_id: str = ""):
+    def __init__(self, cell_dir: Path, cell_key: str, every: int, keep: int, cell_id: str = "",
+                 spaced: bool = False):  # fmt: skip
         self.cell_dir, self.cell_key, self.cell_id = cell_dir, cell_key, cell_id
-        self.every, self.keep = every, keep
+        self.every, self.keep, self.spaced = every, keep, spaced
         self.written, self.seconds = 0, 0.0
+        self.last_s, self.last_end = 0.0, time.monotonic()
 
     def due(self, step: int, total_steps: int) -> bool:
-        return self.every > 0 and step % self.every == 0 and step < total_steps  # the last: the adapter
+        if not (self.every > 0 and step % self.every == 0 and step < total_steps):  # the last: the adapter
+            return False
+        if not self.spaced:
+            return True
+        # One small collective per tenth of the run: the ranks' clocks could disagree at the threshold.
+        wait = SPACING * self.last_s if self.written else FIRST_AFTER_S
+        ready = [time.monotonic() - self.last_end >= wait]
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            dist.broadcast_object_list(ready, src=0)
+        return bool(ready[0])
 
     def write(self, engine, step: int, shared: dict, own: dict) -> None:
-        self.seconds += save(engine, self.cell_dir, self.cell_key, step, shared, own, self.keep, self.cell_id)
+        self.last_s = save(engine, self.cell_dir, self.cell_key, step, shared, own, self.keep, self.cell_id)
+        self.seconds += self.last_s
         self.written += 1
+        self.last_end = time.monotonic()

@@ -181,7 +181,8 @@ def train_cell(cell, cell_dir, data_dir, timing_steps: int | None = None) -> Out
     if resume and rank == 0:
         progress(f"resuming from the checkpoint at step {resume['step']}/{total_steps}")
     every = 0 if timing_steps else checkpoints.interval(cfg, total_steps)
-    saver = Checkpointer(cell_dir, cell.key, every, cfg.checkpoint_keep, cell.id)
+    spaced = cfg.checkpoint_every is None  # bench's default: also spaced by the checkpoints' own cost
+    saver = Checkpointer(cell_dir, cell.key, every, cfg.checkpoint_keep, cell.id, spaced)
 
     reset_torch_peaks(device)
     sampler = NvmlSampler([device.index] if device.type == "cuda" else [])
@@ -345,7 +346,7 @@ def train_loop(
                 rate = (tokens - before[0]) * world / max(time.monotonic() - started, 1e-9)
                 last_loss = curve[-1][1] if curve else None
                 event(cell_id, "train", step, total_steps, loss=last_loss, tokens_per_s=round(rate))
-            faults.at("train", cell_id, f"step{step}")
+            faults.at("train", cell_id, f"step{step}", resumed=resume is not None)
             preempted = stop is not None and step < total_steps and stop.agreed()
             if saver is not None and (preempted or saver.due(step, total_steps)):
                 flush()
