@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bench.core.cell import Cell
 from bench.core.matrix import parse
 from bench.workers import checkpoints
 
@@ -42,6 +43,19 @@ def test_checkpoint_settings_at_their_defaults_keep_cell_keys(tmp_path):
     explicit = {**plain, "train": {**plain["train"], "checkpoint_keep": 2, "keep_checkpoints": False}}
     (same,) = parse(explicit, tmp_path / "m.yaml").cells
     assert same.key == cell.key and "checkpoint_keep" not in cell.to_dict()["train"]
+
+
+def test_checkpoint_settings_never_enter_the_key_but_reach_the_worker(tmp_path):
+    """How often a training is saved changes nothing it computes: a checkpoint written under one
+    interval resumes a run under another."""
+    (every_2,) = parse(MATRIX, tmp_path / "m.yaml").cells
+    other = {**MATRIX, "train": {**MATRIX["train"], "checkpoint_every": 5, "checkpoint_keep": 4,
+                                 "keep_checkpoints": True}}  # fmt: skip
+    (every_5,) = parse(other, tmp_path / "m.yaml").cells
+    plain = {**MATRIX, "train": {k: v for k, v in MATRIX["train"].items() if k != "checkpoint_every"}}
+    (default,) = parse(plain, tmp_path / "m.yaml").cells
+    assert every_2.key == every_5.key == default.key
+    assert Cell.from_dict(every_5.to_dict()).train.checkpoint_every == 5  # carried to the worker
 
 
 def fake_checkpoint(root: Path, step: int, key: str = "k", world: int = 1) -> Path:

@@ -93,6 +93,9 @@ LATER_TRAIN_FIELDS = {
     "loss_logits": "targets", "batching": "length_grouped", "warmup_ratio": 0.0,
     "checkpoint_every": None, "checkpoint_keep": 2, "keep_checkpoints": False,
 }  # fmt: skip
+# How a training is kept safe, not what it computes: carried to the workers, never part of the key (a
+# checkpoint written under one interval resumes a run under another; issue 22: "not part of the cell key").
+OPERATIONAL_TRAIN_FIELDS = ("checkpoint_every", "checkpoint_keep", "keep_checkpoints")
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,8 @@ class Cell:
         data = self.to_dict()
         for task_file in data.get("task_files", []):
             del task_file["file"]  # a locator, not content
+        for name in OPERATIONAL_TRAIN_FIELDS if data["train"] is not None else ():
+            data["train"].pop(name, None)
         return hashlib.sha256(canonical_json(data).encode()).hexdigest()[:16]
 
     @property
