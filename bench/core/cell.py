@@ -70,6 +70,12 @@ class TrainConfig:
     checkpoint_every: int | None = None
     checkpoint_keep: int = 2
     keep_checkpoints: bool = False
+    # Rows of a micro-batch that begin with the same tokens (a task's instruction) compute that span once
+    # and share its keys/values (bench.workers.prefix); false computes every row whole (the ablation).
+    # On by default because it is exact: the same loss and LoRA gradients to fp32 rounding
+    # (tests/test_prefix_reuse.py), only fewer FLOPs. (With lora_dropout > 0 the shared span draws one
+    # dropout mask for all its rows instead of one per row: each row's loss has the same distribution.)
+    prefix_reuse: bool = True
 
 
 @dataclass(frozen=True)
@@ -90,7 +96,7 @@ LATER_EVAL_FIELDS = {"protocol": "bench", "seed": None}
 LATER_TRAIN_FIELDS = {
     "weight_decay": 0.0, "var_freeze_step": None, "method": "lora",
     "loss_logits": "targets", "batching": "length_grouped", "warmup_ratio": 0.0,
-    "checkpoint_every": None, "checkpoint_keep": 2, "keep_checkpoints": False,
+    "checkpoint_every": None, "checkpoint_keep": 2, "keep_checkpoints": False, "prefix_reuse": True,
 }  # fmt: skip
 
 
