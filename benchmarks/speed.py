@@ -2,9 +2,11 @@
 
 Training (same model, quantization, LoRA, rows and their seeded order source, lr, steps, warm-up shape
 (constant lr), precision and torch threads on every side):
-  bench               bench's worker as shipped: logits only at the loss positions, length-grouped batches
+  bench               bench's worker as shipped: logits only at the loss positions, length-grouped batches,
+                      the shared instruction computed once per batch
   bench_all_logits    the same worker with train.loss_logits: all (the model's own full-vocabulary loss)
   bench_random        the same worker with train.batching: random (shuffled rows, padded to the longest)
+  bench_no_prefix     the same worker with train.prefix_reuse: false (each row computes its instruction)
   plain_grouped       HF Trainer + peft, train_sampling_strategy="group_by_length", pad to longest
   plain_random        HF Trainer + peft, its random sampler, pad to longest
 Each run's per-step wall times and real tokens come back; tokens/s counts the steps after --warmup.
@@ -51,6 +53,7 @@ BENCH_SIDES = {  # side -> train settings beside the matrix defaults
     "bench": {},
     "bench_all_logits": {"loss_logits": "all"},
     "bench_random": {"batching": "random"},
+    "bench_no_prefix": {"prefix_reuse": False},
 }
 PLAIN_SIDES = {"plain_grouped": "group_by_length", "plain_random": "random"}
 TRAIN_SIDES = (*BENCH_SIDES, *PLAIN_SIDES)
@@ -184,7 +187,9 @@ def train_line(m: dict, warmup: int) -> dict:
         "step_tokens": m["step_tokens"],
         "step_width": m.get("step_width"), "loss_first": m.get("train_loss_first"),
         "loss_last": m.get("train_loss_last"), "precision": m.get("precision"),
-        "sampling": m.get("sampling"),
+        "sampling": m.get("sampling"), "prefix_reuse": m.get("prefix_reuse"),
+        "prefix_shared_batches": m.get("prefix_shared_batches"),
+        "prefix_shared_tokens_mean": m.get("prefix_shared_tokens_mean"),
     }  # fmt: skip
 
 

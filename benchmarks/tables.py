@@ -18,9 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import measured  # noqa: E402
 
 LABELS = {
-    "bench": "bench as shipped (loss-position logits, length-grouped batches)",
+    "bench": "bench as shipped (loss-position logits, length-grouped batches, shared instruction once)",
     "bench_all_logits": "bench, logits at every position (`train.loss_logits: all`)",
     "bench_random": "bench, shuffled batches (`train.batching: random`)",
+    "bench_no_prefix": "bench, every row computes its instruction (`train.prefix_reuse: false`)",
     "plain_grouped": "HF Trainer + peft, `group_by_length`, pad to longest",
     "plain_random": "HF Trainer + peft, random sampler, pad to longest",
 }
