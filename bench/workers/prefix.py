@@ -63,7 +63,7 @@ def off_reason(model, enabled: bool) -> str | None:
 
 
 def cache_keyword(base) -> str | None:
-    """The forward's cache argument: `cache` in transformers >= 5.24, `past_key_values` before."""
+    """The forward's cache argument: `cache` in newer transformers (5.24 here), `past_key_values` before."""
     names = inspect.signature(base.forward).parameters
     return next((k for k in ("cache", "past_key_values") if k in names), None)
 
