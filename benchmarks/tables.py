@@ -34,6 +34,9 @@ def label(side: str) -> str:
         batch, _, lever = side[7:].partition("_")
         extra = {"": "", "sorted": " + length-sorted batches", "stop": " + bench's early stop"}[lever]
         return f"paper's loop, batch {batch}{extra}"
+    if side.endswith("_no_prefix"):
+        batch = side[7:].removesuffix("_no_prefix")
+        return f"bench (lm-eval worker), batch {batch}, rows prefilled whole (`eval.prefix_reuse: false`)"
     return f"bench (lm-eval worker, every lever), batch {side[7:]}"
 
 

@@ -146,3 +146,38 @@ def test_flops_count_the_shared_span_once():
     assert shared.base_forward == pytest.approx(whole.base_forward * computed / tokens)
     assert shared.lm_head == whole.lm_head + step.batch([1], 1).lm_head  # the span's one logit row
     assert 0 < shared.attention < whole.attention
+
+
+def left_padded(prompts: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """As lm-eval's HFLM encodes a generation batch: padded on the left, with its attention mask."""
+    width = max(map(len, prompts))
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    return ids, mask
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_generation_with_the_span_prefilled_once_gives_the_same_tokens(attention):
+    from bench.workers.prefix import first_loss_position, prefilled_cache, shared_context, with_span_first
+
+    model = tiny_lora_llama(attention).eval()
+    prompts = [e.input_ids[: first_loss_position(e) + 1] for e in rows(INSTRUCTION)]
+    ids, mask = left_padded(prompts, pad=0)
+    n = shared_context(ids, mask)
+    assert n == len(INSTRUCTION)
+    settings = {"max_new_tokens": 8, "do_sample": False, "pad_token_id": 0, "eos_token_id": None}
+    whole = model.generate(input_ids=ids, attention_mask=mask, **settings)
+    moved, attended = with_span_first(ids, mask, n)
+    keyword, cache = prefilled_cache(model, moved[:1, :n], len(prompts))
+    shared = model.generate(input_ids=moved, attention_mask=attended, **{keyword: cache}, **settings)
+    assert torch.equal(shared[:, ids.shape[1] :], whole[:, ids.shape[1] :])  # what lm-eval keeps
+    assert cache.get_seq_length() == shared.shape[1] - 1  # generate() decoded on the prefilled cache
+
+
+def test_generation_batches_without_a_long_common_span_are_not_shared():
+    from bench.workers.prefix import shared_context
+
+    ids, mask = left_padded([INSTRUCTION + [40, 41], [1] + list(range(60, 90))], pad=0)
+    assert shared_context(ids, mask) == 0
+    ids, mask = left_padded([INSTRUCTION + [40], INSTRUCTION], pad=0)
+    assert shared_context(ids, mask) == len(INSTRUCTION) - 1  # the shorter row keeps a token of its own

@@ -90,9 +90,13 @@ class EvalConfig:
     # existed: left out of to_dict at their defaults, so older cells keep their keys.
     protocol: str = "bench"
     seed: int | None = None  # sampling seed; None = the protocol's default (recorded either way)
+    # The span every row of a generate() batch begins with, prefilled once (bench.workers.prefix); false
+    # prefills every row whole (the ablation). On: at 16 bits the same tokens; under 8 bits a row's
+    # numbers already depend on its batch (LLM.int8 outlier columns), and the span's pass is a batch of one.
+    prefix_reuse: bool = True
 
 
-LATER_EVAL_FIELDS = {"protocol": "bench", "seed": None}
+LATER_EVAL_FIELDS = {"protocol": "bench", "seed": None, "prefix_reuse": True}
 LATER_TRAIN_FIELDS = {
     "weight_decay": 0.0, "var_freeze_step": None, "method": "lora",
     "loss_logits": "targets", "batching": "length_grouped", "warmup_ratio": 0.0,

@@ -116,6 +116,10 @@ class EvalMetrics:
     protocol: str  # the evaluation protocol (bench.core.protocols)
     memory: MemoryMetrics
     prompt_format: str = "raw"  # raw | chat (bench.core.cell.PROMPT_FORMATS): how the prompts were given
+    # eval.prefix_reuse (bench.workers.prefix): generate() batches whose shared span was prefilled once,
+    # and that span's mean length in tokens (None: no batch shared one, or reuse was off).
+    prefix_shared_batches: int | None = None
+    prefix_shared_tokens_mean: float | None = None
 
 
 @dataclass(frozen=True)

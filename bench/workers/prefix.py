@@ -99,3 +99,41 @@ def shared_loss(model, batch: Batch, sliced: bool) -> torch.Tensor:
     # Filler positions (0, target IGNORE) would fall before the remainder: clamped, still IGNORE.
     logits = model(**rest, logits_to_keep=(batch.positions - n).clamp(min=0)).logits
     return F.cross_entropy(logits.float().flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE)
+
+
+# -- evaluation: the shared span prefilled once for every row of a generate() batch ------------------
+
+
+def shared_context(context: torch.Tensor, mask: torch.Tensor) -> int:
+    """Leading tokens every row's context has after its left padding (lm-eval pads on the left), leaving
+    each row at least one token of its own for the prefill's last logits; 0 under MIN_SHARED_TOKENS."""
+    if context.shape[0] < 2:
+        return 0
+    starts = (mask == 0).long().cumprod(dim=1).sum(dim=1).tolist()  # each row's left padding
+    real = [row[start:] for row, start in zip(context.tolist(), starts, strict=True)]
+    span = min(len(os.path.commonprefix(real)), *(len(r) - 1 for r in real))
+    return span if span >= MIN_SHARED_TOKENS else 0
+
+
+def with_span_first(context: torch.Tensor, mask: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row as [shared span, its left padding, the rest]: the span's keys/values sit at the front of
+    every row, where one prefilled cache holds them. Positions come from the mask (generate counts
+    the attended tokens), so every token keeps the position it had: the span 0..n-1, the rest after."""
+    pads = (mask == 0).long().cumprod(dim=1).sum(dim=1)
+    ids, attended = context.clone(), mask.clone()
+    for i, pad in enumerate(pads.tolist()):
+        ids[i, :n], attended[i, :n] = context[i, pad : pad + n], 1
+        ids[i, n : n + pad], attended[i, n : n + pad] = context[i, :pad], 0
+    return ids, attended
+
+
+def prefilled_cache(model, span: torch.Tensor, rows: int):
+    """The keys/values of `span` (1, n), computed once, repeated for `rows` rows; and the keyword that
+    hands them to generate()."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    keyword = cache_keyword(base)
+    with torch.no_grad():
+        out = model(input_ids=span, attention_mask=torch.ones_like(span), use_cache=True, logits_to_keep=1)
+    cache = getattr(out, keyword)
+    cache.batch_repeat_interleave(rows)
+    return keyword, cache
