@@ -2,9 +2,11 @@
 
 Training (same model, quantization, LoRA, rows and their seeded order source, lr, steps, warm-up shape
 (constant lr), precision and torch threads on every side):
-  bench               bench's worker as shipped: logits only at the loss positions, length-grouped batches
+  bench               bench's worker as shipped: logits only at the loss positions, length-grouped batches,
+                      the shared instruction computed once per batch
   bench_all_logits    the same worker with train.loss_logits: all (the model's own full-vocabulary loss)
   bench_random        the same worker with train.batching: random (shuffled rows, padded to the longest)
+  bench_no_prefix     the same worker with train.prefix_reuse: false (each row computes its instruction)
   plain_grouped       HF Trainer + peft, train_sampling_strategy="group_by_length", pad to longest
   plain_random        HF Trainer + peft, its random sampler, pad to longest
 Each run's per-step wall times and real tokens come back; tokens/s counts the steps after --warmup.
@@ -14,6 +16,7 @@ Evaluation (the same adapter and test rows; every side must score identically, b
   paper_b{B}_sorted   the paper's loop with one lever: batches sorted by prompt length
   paper_b{B}_stop     the paper's loop with one lever: bench's early stop on complete answers
   bench_b{B}          bench's evaluation worker (lm-eval; all its levers) at the same batch B
+  bench_b{B}_no_prefix  the same with eval.prefix_reuse: false (every row prefilled whole)
   bench_b{L}          bench's worker at the larger batch L (--eval-large-batch)
 One loaded base for several adapters is measured by benchmarks/eval_reuse.py.
 Evaluation runs at 16 bits by default: LLM.int8 picks its fp16 outlier columns from every row of a
@@ -51,6 +54,7 @@ BENCH_SIDES = {  # side -> train settings beside the matrix defaults
     "bench": {},
     "bench_all_logits": {"loss_logits": "all"},
     "bench_random": {"batching": "random"},
+    "bench_no_prefix": {"prefix_reuse": False},
 }
 PLAIN_SIDES = {"plain_grouped": "group_by_length", "plain_random": "random"}
 TRAIN_SIDES = (*BENCH_SIDES, *PLAIN_SIDES)
@@ -184,7 +188,9 @@ def train_line(m: dict, warmup: int) -> dict:
         "step_tokens": m["step_tokens"],
         "step_width": m.get("step_width"), "loss_first": m.get("train_loss_first"),
         "loss_last": m.get("train_loss_last"), "precision": m.get("precision"),
-        "sampling": m.get("sampling"),
+        "sampling": m.get("sampling"), "prefix_reuse": m.get("prefix_reuse"),
+        "prefix_shared_batches": m.get("prefix_shared_batches"),
+        "prefix_shared_tokens_mean": m.get("prefix_shared_tokens_mean"),
     }  # fmt: skip
 
 
@@ -208,15 +214,15 @@ def eval_runs(args, launcher, source: str, work: Path) -> list[tuple[str, object
         ),
         (f"paper_b{b}_stop", lambda: script("paper_eval.py", work / "paper.json", *paper, "--stop-early")),
     ]
-    for batch in [b] + ([big] if big else []):
-        cell = dataclasses.replace(shipped, eval=dataclasses.replace(shipped.eval, batch_size=batch))
+    for batch, reuse in [(b, True), (b, False)] + ([(big, True)] if big else []):
+        settings = dataclasses.replace(shipped.eval, batch_size=batch, prefix_reuse=reuse)
+        cell = dataclasses.replace(shipped, eval=settings)
         cell_dir = launcher.cell_dir(Step(cell, "eval"))
         if cell.key != shipped.key:  # the same adapter under every batch size
             (cell_dir / "adapter").parent.mkdir(parents=True, exist_ok=True)
             subprocess.run(["cp", "-r", str(adapter), str(cell_dir)], check=True)
-        runs.append(
-            (f"bench_b{batch}", lambda c=cell, d=cell_dir: {**bench_step(launcher, c, "eval"), "dir": d})
-        )
+        side = f"bench_b{batch}" + ("" if reuse else "_no_prefix")
+        runs.append((side, lambda c=cell, d=cell_dir: {**bench_step(launcher, c, "eval"), "dir": d}))
     return runs
 
 
@@ -227,7 +233,9 @@ def eval_lines(args, done: dict) -> dict:
     bench_samples = done[f"bench_b{b}"]["dir"] / f"samples_{args.task}.jsonl"
     lines = {}
     for side, m in done.items():
-        line = {"eval_s": m["eval_s"], "examples": m["examples"], "examples_per_s": m["examples_per_s"]}
+        line = {"eval_s": m["eval_s"], "examples": m["examples"], "examples_per_s": m["examples_per_s"],
+                "prefix_shared_batches": m.get("prefix_shared_batches"),
+                "prefix_shared_tokens_mean": m.get("prefix_shared_tokens_mean")}  # fmt: skip
         if side.startswith("paper"):
             line["score_check"] = score_check(args.task, bench_samples, m)
         elif side != f"bench_b{b}":

@@ -18,9 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import measured  # noqa: E402
 
 LABELS = {
-    "bench": "bench as shipped (loss-position logits, length-grouped batches)",
+    "bench": "bench as shipped (loss-position logits, length-grouped batches, shared instruction once)",
     "bench_all_logits": "bench, logits at every position (`train.loss_logits: all`)",
     "bench_random": "bench, shuffled batches (`train.batching: random`)",
+    "bench_no_prefix": "bench, every row computes its instruction (`train.prefix_reuse: false`)",
     "plain_grouped": "HF Trainer + peft, `group_by_length`, pad to longest",
     "plain_random": "HF Trainer + peft, random sampler, pad to longest",
 }
@@ -33,6 +34,9 @@ def label(side: str) -> str:
         batch, _, lever = side[7:].partition("_")
         extra = {"": "", "sorted": " + length-sorted batches", "stop": " + bench's early stop"}[lever]
         return f"paper's loop, batch {batch}{extra}"
+    if side.endswith("_no_prefix"):
+        batch = side[7:].removesuffix("_no_prefix")
+        return f"bench (lm-eval worker), batch {batch}, rows prefilled whole (`eval.prefix_reuse: false`)"
     return f"bench (lm-eval worker, every lever), batch {side[7:]}"
 
 

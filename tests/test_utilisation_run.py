@@ -36,6 +36,10 @@ def test_a_tiny_training_record_carries_flops_peak_and_mfu(tmp_path, data_dir, b
     assert str(bench_cache / "peaks") in m["peak_source"]  # cached where the models are
     assert 0 < m["mfu"] < 1
     assert m["mfu"] == pytest.approx(m["achieved_flops_per_s"] / m["peak_flops_per_s"], abs=1e-4)
+    # The FPB instruction is shared in its batches (train.prefix_reuse, on by default): said so, and
+    # counted once in the FLOPs above.
+    assert m["prefix_reuse"] is True and m["prefix_reuse_note"] is None
+    assert m["prefix_shared_batches"] == 1.0 and m["prefix_shared_tokens_mean"] >= 16
 
 
 def test_logits_count_where_the_loop_computes_them():

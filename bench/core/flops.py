@@ -135,12 +135,14 @@ class LoraStep:
         q, k, v = (self.checkpointed or m in self.targets for m in ATTENTION_INPUTS)
         return 0.5 * (v + (q or k) + q + k)
 
-    def batch(self, lengths: Sequence[int], logit_positions: int) -> FlopCount:
-        """FLOPs of one micro-batch: rows of these real lengths, logits computed at `logit_positions`."""
+    def batch(self, lengths: Sequence[int], logit_positions: int, attended: int = 0) -> FlopCount:
+        """FLOPs of one micro-batch: rows of these real lengths, logits computed at `logit_positions`.
+        `attended`: keys every row attends to before its own tokens (a shared prefix computed once,
+        bench.workers.prefix), which cost attention but no linear layers here."""
         tokens = sum(lengths)
         linear = self.linear_per_token()
         width = self.arch.heads * self.arch.head_dim
-        forward = 4 * width * sum(n * n for n in lengths)  # per layer: scores + values
+        forward = 4 * width * sum(n * (n + attended) for n in lengths)  # per layer: scores + values
         backward = 2 * (self.arch.layers - 1) + self.first_attention_backward()
         attention = forward * (self.arch.layers + backward)
         head = 4 * self.arch.hidden * self.arch.vocab * logit_positions  # forward + input gradient

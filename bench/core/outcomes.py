@@ -79,6 +79,13 @@ class TrainMetrics:
     # start) and the real (non-pad) tokens it trained on; the gate's speed ratio reads these.
     step_s: list = field(default_factory=list)
     step_tokens: list = field(default_factory=list)
+    # Prefix reuse (train.prefix_reuse, bench.workers.prefix), over rank 0's micro-batches of this attempt:
+    # whether any shared a leading span, the share of batches that did, the mean span of those (tokens),
+    # and why reuse was off where it was (None: on). Absent from records written before it.
+    prefix_reuse: bool | None = None
+    prefix_shared_batches: float | None = None
+    prefix_shared_tokens_mean: float | None = None
+    prefix_reuse_note: str | None = None
     # Checkpoints and resume (bench.workers.checkpoints). train_s, wall_hours and gpu_hours above are the
     # final attempt's; the *_all_attempts fields add the earlier attempts' time and tokens up to the
     # checkpoint this one resumed from (work an attempt lost after its last checkpoint is in its own record).
@@ -109,6 +116,10 @@ class EvalMetrics:
     protocol: str  # the evaluation protocol (bench.core.protocols)
     memory: MemoryMetrics
     prompt_format: str = "raw"  # raw | chat (bench.core.cell.PROMPT_FORMATS): how the prompts were given
+    # eval.prefix_reuse (bench.workers.prefix): generate() batches whose shared span was prefilled once,
+    # and that span's mean length in tokens (None: no batch shared one, or reuse was off).
+    prefix_shared_batches: int | None = None
+    prefix_shared_tokens_mean: float | None = None
 
 
 @dataclass(frozen=True)

@@ -133,7 +133,8 @@ def evaluate_cell(
     with Clock() as tasks_clock:  # the task data: loading, not evaluating
         loaded = load_tasks(list(lm_tasks.values()), data_dir, gen_kwargs)
     lm = BenchLM(pretrained=model, tokenizer=tokenizer, batch_size=cell.eval.batch_size,
-                 eos_policy=protocol.eos, stop_early=protocol.stops_early, cell_id=cell.id)  # fmt: skip
+                 eos_policy=protocol.eos, stop_early=protocol.stops_early, cell_id=cell.id,
+                 prefix_reuse=cell.eval.prefix_reuse)  # fmt: skip
     seed = protocols.DEFAULT_SEED if cell.eval.seed is None else cell.eval.seed
     torch.manual_seed(seed)  # per cell: a cell's draws do not depend on the cells before it
     indices = list(range(torch.cuda.device_count()))
@@ -154,6 +155,7 @@ def evaluate_cell(
         scores += task_scores(task, outputs, targets, cell, results, data_dir, lm_tasks[task], seed)
         examples += len(samples)
     peaks = [torch_peaks_gb(torch.device("cuda", i)) for i in indices] or [(None, None)]
+    spans = lm.shared_spans  # the span of each generate() batch that shared one
     metrics = EvalMetrics(
         load_s=round(load_s + tasks_clock.seconds, 3),
         **reused,
@@ -168,6 +170,8 @@ def evaluate_cell(
         lm_eval={t: _plain(results["results"].get(lm_tasks[t], {})) for t in tasks},
         protocol=protocol.name,
         prompt_format=cell.prompt_format,
+        prefix_shared_batches=len(spans) if cell.eval.prefix_reuse else None,
+        prefix_shared_tokens_mean=round(sum(spans) / len(spans), 2) if spans else None,
         memory=memory_fields([p[0] for p in peaks], [p[1] for p in peaks], sampler.peaks_gb(), sampler.error,
                              [peak_rss_gb()]),
     )  # fmt: skip

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -55,6 +55,7 @@ class Encoded:
     input_ids: list[int]
     labels: list[int]
     truncated: bool
+    task: str = ""  # the task it came from: length grouping keeps a task's rows together
 
 
 def encode(tokenizer, prompt: str, target: str, max_len: int) -> Encoded:
@@ -108,17 +109,22 @@ def encode_rows(tokenizer, rows: list[TrainingRow], max_len: int) -> list[Encode
     encoded, problems = [], []
     for r in rows:
         try:
-            encoded.append(encode(tokenizer, r.prompt, r.target, max_len))
+            encoded.append(replace(encode(tokenizer, r.prompt, r.target, max_len), task=r.task))
         except PromptTooLong as exc:
             problems.append((r.task, r.row, str(exc)))
     refuse_unfit(problems, max_len)
     return encoded
 
 
-def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, world: int) -> list[list[int]]:
+def length_grouped_batches(
+    lengths: list[int], batch_size: int, seed: int, world: int, groups: list[str] | None = None
+) -> list[list[int]]:
     """Shuffled batches of similar lengths (little padding); a multiple of `world` so ranks stay in step.
 
-    Sorting happens inside windows of 50 batches, so batch order stays random across an epoch.
+    Sorting happens inside windows of 50 batches, so batch order stays random across an epoch. With
+    `groups` (each row's task), a window sorts by task first, then length: rows of one task, which
+    begin with the same instruction, meet in a batch and share it (bench.workers.prefix). One group
+    (a single task) gives exactly the batches of a sort by length alone (the sort is stable).
     """
     order = list(range(len(lengths)))
     rng = random.Random(seed)
@@ -126,16 +132,20 @@ def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, world
     window = batch_size * 50
     batches = []
     for start in range(0, len(order), window):
-        chunk = sorted(order[start : start + window], key=lambda i: lengths[i])
+        key = (lambda i: (groups[i], lengths[i])) if groups else (lambda i: lengths[i])
+        chunk = sorted(order[start : start + window], key=key)
         batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     rng.shuffle(batches)
     usable = len(batches) - len(batches) % world
     return batches[:usable]
 
 
-def random_batches(lengths: list[int], batch_size: int, seed: int, world: int) -> list[list[int]]:
-    """Shuffled batches without regard to length (`train.batching: random`, the ablation's control);
-    a multiple of `world`, and the last short batch dropped, as length_grouped_batches keeps."""
+def random_batches(
+    lengths: list[int], batch_size: int, seed: int, world: int, groups: list[str] | None = None
+) -> list[list[int]]:
+    """Shuffled batches without regard to length or task (`train.batching: random`, the ablation's
+    control; `groups` is ignored); a multiple of `world`, the last short batch dropped, as
+    length_grouped_batches keeps."""
     order = list(range(len(lengths)))
     random.Random(seed).shuffle(order)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
@@ -169,9 +179,10 @@ class Batch:
     targets: torch.Tensor  # (rows, k): that next token, IGNORE where a row has fewer than k
     tokens: int  # real (non-pad) tokens, counted on the host: no device sync
     rows: int
+    shared: int = 0  # leading tokens every row has, computed once (bench.workers.prefix); 0: none
 
 
-def make_batch(examples: list[Encoded], pad_id: int, device: torch.device) -> Batch:
+def make_batch(examples: list[Encoded], pad_id: int, device: torch.device, shared: int = 0) -> Batch:
     inputs = collate(examples, pad_id)
     positions, targets = loss_targets(examples)
     pin = device.type == "cuda"
@@ -186,6 +197,7 @@ def make_batch(examples: list[Encoded], pad_id: int, device: torch.device) -> Ba
         targets=move(targets),
         tokens=sum(len(e.input_ids) for e in examples),
         rows=len(examples),
+        shared=shared,
     )
 
 

@@ -14,6 +14,7 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils_hf import stop_sequences_criteria
 
 from bench.core.scoring import answer_complete
+from bench.workers.prefix import prefilled_cache, shared_context, with_span_first
 from bench.workers.protocol import event
 
 
@@ -42,10 +43,12 @@ class BenchLM(HFLM):
     only, as FinLoRA's generate(eos_token_id=tokenizer.eos_token_id) did (bench.core.protocols).
     stop_early adds AnswersComplete: right only where the first line is what gets scored."""
 
-    def __init__(self, *args, eos_policy: str = "all", stop_early: bool = True, cell_id: str = "", **kwargs):
+    def __init__(self, *args, eos_policy: str = "all", stop_early: bool = True, cell_id: str = "",
+                 prefix_reuse: bool = True, **kwargs):  # fmt: skip
         super().__init__(*args, **kwargs)
-        self.eos_policy, self.stop_early = eos_policy, stop_early
+        self.eos_policy, self.stop_early, self.prefix_reuse = eos_policy, stop_early, prefix_reuse
         self.cell_id, self.rows_total, self.rows_done = cell_id, 0, 0
+        self.shared_spans: list[int] = []  # per generate() batch that shared a span: its tokens
 
     def generate_until(self, requests, disable_tqdm: bool = False):
         # lm-eval hands over every generation request of the cell at once: that is the bar's total.
@@ -68,6 +71,7 @@ class BenchLM(HFLM):
             criteria.append(
                 AnswersComplete(self.tokenizer, context.shape[1], context.shape[0], self._eos_ids())
             )
+        context, generation_kwargs = self._span_once(context, generation_kwargs)
         generated = self.model.generate(
             input_ids=context,
             max_length=max_length,
@@ -79,6 +83,19 @@ class BenchLM(HFLM):
         self.rows_done += context.shape[0]
         event(self.cell_id, "eval", min(self.rows_done, self.rows_total), self.rows_total)
         return generated
+
+    def _span_once(self, context, generation_kwargs: dict) -> tuple[torch.Tensor, dict]:
+        """With eval.prefix_reuse, the span every row of the batch begins with (the task's instruction)
+        is prefilled once and its keys/values handed to generate() for every row (bench.workers.prefix);
+        the rows come back as [span, padding, rest], the width lm-eval cuts the continuation at kept."""
+        mask = generation_kwargs.get("attention_mask")
+        n = shared_context(context, mask) if self.prefix_reuse and mask is not None else 0
+        if not n:
+            return context, generation_kwargs
+        ids, attended = with_span_first(context, mask, n)
+        keyword, cache = prefilled_cache(self.model, ids[:1, :n], ids.shape[0])
+        self.shared_spans.append(n)
+        return ids, {**generation_kwargs, "attention_mask": attended, keyword: cache}
 
     def _eos_ids(self) -> list[int]:
         if self.eos_policy == "tokenizer":

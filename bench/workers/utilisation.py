@@ -40,13 +40,16 @@ def loss_positions(example: Encoded) -> int:
     return sum(label != IGNORE for label in example.labels[1:])
 
 
-def batch_flops(step: LoraStep | None, examples: list[Encoded], sliced: bool) -> FlopCount:
+def batch_flops(step: LoraStep | None, examples: list[Encoded], sliced: bool, shared: int = 0) -> FlopCount:
+    """The FLOPs computed: with a `shared` span (bench.workers.prefix), the span once (one logit row)
+    and each row's remainder attending to it, not the span in every row."""
     if step is None:
         return FlopCount()
-    lengths = [len(e.input_ids) for e in examples]
+    lengths = [len(e.input_ids) - shared for e in examples]
     # Unsliced, the model computes logits at every position (the real ones count; padding is waste).
     positions = sum(loss_positions(e) for e in examples) if sliced else sum(lengths)
-    return step.batch(lengths, positions)
+    rest = step.batch(lengths, positions, attended=shared)
+    return step.batch([shared], 1) + rest if shared else rest
 
 
 def utilisation_fields(

@@ -1,0 +1,139 @@
+"""Prefix reuse in training (`train.prefix_reuse`): the rows of a micro-batch that begin with the same
+tokens (every FinLoRA prompt opens with its task's instruction, 45% of an FPB prompt) compute that span
+once, as a batch of one, and every row's remainder attends to its keys/values.
+
+The shared keys/values are repeated to the batch inside the autograd graph (never detached), so the
+gradient of every row's loss flows back through the one prefix computation into the LoRA weights: by
+the chain rule the same gradients as computing the span in each row. Positions continue after the span
+and the attention mask covers span + remainder, so each row sees what it sees unshared; the loss
+positions all lie after the span (shared_span stops before the first one), so the logits and the
+loss are those of the whole rows.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+
+import torch
+import torch.nn.functional as F
+
+from bench.workers.examples import IGNORE, Batch, Encoded, target_loss
+
+# A shorter common span is not worth its own forward pass: the pass and the repeat of the keys/values
+# have a fixed cost per layer (and on a GPU ~ a dozen kernel launches per layer) that a handful of
+# saved tokens per row does not repay. Spans shorter than this are the accidental ones anyway (BOS,
+# "Instruction: What is the"); every FinLoRA instruction is longer (FPB 25 tokens with SmolLM2's
+# tokenizer, XBRL's system text hundreds).
+MIN_SHARED_TOKENS = 16
+
+
+def first_loss_position(example: Encoded) -> int:
+    """The first position whose next token carries loss (the prompt's last token)."""
+    return next((p for p in range(len(example.labels) - 1) if example.labels[p + 1] != IGNORE),
+                len(example.labels) - 1)  # fmt: skip
+
+
+def shared_span(examples: list[Encoded]) -> int:
+    """Leading tokens every row has, ending before the first loss position of any row (so the prefix
+    pass computes no logits that carry loss); 0 when under MIN_SHARED_TOKENS or a batch of one.
+    Training rows are unpadded here (collate right-pads later) and BOS, if the tokenizer adds one, is
+    part of the span like any other token."""
+    if len(examples) < 2:
+        return 0
+    common = len(os.path.commonprefix([e.input_ids for e in examples]))  # works on lists of ints too
+    span = min(common, *(first_loss_position(e) for e in examples))
+    return span if span >= MIN_SHARED_TOKENS else 0
+
+
+def off_reason(model, enabled: bool) -> str | None:
+    """Why prefix reuse cannot run on this (peft-wrapped) model, or None where it can."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not enabled:
+        return "train.prefix_reuse: false"
+    # is_activation_checkpointing: transformers' new name; is_gradient_checkpointing before it.
+    checkpointed = getattr(base, "is_activation_checkpointing", None)
+    if checkpointed if checkpointed is not None else getattr(base, "is_gradient_checkpointing", False):
+        # A checkpointed layer runs without its cache (transformers sets use_cache=False) and would
+        # write it a second time when it reruns in the backward pass.
+        return "gradient checkpointing: checkpointed layers keep no keys/values to share"
+    if cache_keyword(base) is None:
+        return f"{type(base).__name__}.forward takes no key/value cache"
+    return None
+
+
+def cache_keyword(base) -> str | None:
+    """The forward's cache argument: `cache` in newer transformers (5.24 here), `past_key_values` before."""
+    names = inspect.signature(base.forward).parameters
+    return next((k for k in ("cache", "past_key_values") if k in names), None)
+
+
+def batch_loss(model, batch: Batch, sliced: bool) -> torch.Tensor:
+    """target_loss, with the batch's shared span computed once where it has one."""
+    return shared_loss(model, batch, sliced) if batch.shared else target_loss(model, batch, sliced)
+
+
+def shared_loss(model, batch: Batch, sliced: bool) -> torch.Tensor:
+    """The loss target_loss computes, with the first `batch.shared` tokens run once for all rows."""
+    n = batch.shared
+    ids, mask = batch.inputs["input_ids"], batch.inputs["attention_mask"]
+    rows, width = ids.shape
+    base = model.module if hasattr(model, "module") else model  # the DeepSpeed engine's peft model
+    keyword = cache_keyword(base.get_base_model() if hasattr(base, "get_base_model") else base)
+    # logits_to_keep=1: one vocabulary row for the span instead of n (it carries no loss).
+    head = model(input_ids=ids[:1, :n], attention_mask=mask[:1, :n], use_cache=True, logits_to_keep=1)
+    cache = getattr(head, keyword)
+    cache.batch_repeat_interleave(rows)  # differentiable: every row's gradient reaches the one span
+    rest = {
+        "input_ids": ids[:, n:],
+        "attention_mask": mask,  # span + remainder, right padding as in the whole rows
+        "position_ids": torch.arange(n, width, device=ids.device).expand(rows, -1),
+        keyword: cache,
+        "use_cache": True,
+    }
+    if not sliced:
+        # The model's own shifted loss over the remainder: the one label it cannot see (at position n,
+        # predicted from the span's last token) is a prompt token, IGNORE, since n <= the first loss
+        # position.
+        return model(**rest, labels=batch.inputs["labels"][:, n:]).loss
+    # Filler positions (0, target IGNORE) would fall before the remainder: clamped, still IGNORE.
+    logits = model(**rest, logits_to_keep=(batch.positions - n).clamp(min=0)).logits
+    return F.cross_entropy(logits.float().flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE)
+
+
+# -- evaluation: the shared span prefilled once for every row of a generate() batch ------------------
+
+
+def shared_context(context: torch.Tensor, mask: torch.Tensor) -> int:
+    """Leading tokens every row's context has after its left padding (lm-eval pads on the left), leaving
+    each row at least one token of its own for the prefill's last logits; 0 under MIN_SHARED_TOKENS."""
+    if context.shape[0] < 2:
+        return 0
+    starts = (mask == 0).long().cumprod(dim=1).sum(dim=1).tolist()  # each row's left padding
+    real = [row[start:] for row, start in zip(context.tolist(), starts, strict=True)]
+    span = min(len(os.path.commonprefix(real)), *(len(r) - 1 for r in real))
+    return span if span >= MIN_SHARED_TOKENS else 0
+
+
+def with_span_first(context: torch.Tensor, mask: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row as [shared span, its left padding, the rest]: the span's keys/values sit at the front of
+    every row, where one prefilled cache holds them. Positions come from the mask (generate counts
+    the attended tokens), so every token keeps the position it had: the span 0..n-1, the rest after."""
+    pads = (mask == 0).long().cumprod(dim=1).sum(dim=1)
+    ids, attended = context.clone(), mask.clone()
+    for i, pad in enumerate(pads.tolist()):
+        ids[i, :n], attended[i, :n] = context[i, pad : pad + n], 1
+        ids[i, n : n + pad], attended[i, n : n + pad] = context[i, :pad], 0
+    return ids, attended
+
+
+def prefilled_cache(model, span: torch.Tensor, rows: int):
+    """The keys/values of `span` (1, n), computed once, repeated for `rows` rows; and the keyword that
+    hands them to generate()."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    keyword = cache_keyword(base)
+    with torch.no_grad():
+        out = model(input_ids=span, attention_mask=torch.ones_like(span), use_cache=True, logits_to_keep=1)
+    cache = getattr(out, keyword)
+    cache.batch_repeat_interleave(rows)
+    return keyword, cache

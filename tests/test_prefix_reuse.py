@@ -1,0 +1,183 @@
+"""Prefix reuse (train.prefix_reuse, bench.workers.prefix): the span every row of a batch begins with,
+computed once, gives the loss and LoRA gradients of the whole rows to fp32 rounding; a batch without
+such a span falls back to the whole rows; rows of one task meet in length-grouped batches."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from bench.core.matrix import parse
+from bench.workers.examples import (
+    IGNORE,
+    Encoded,
+    keeps_logits,
+    length_grouped_batches,
+    make_batch,
+    target_loss,
+)
+from bench.workers.prefix import MIN_SHARED_TOKENS, batch_loss, off_reason, shared_span
+
+INSTRUCTION = [1] + list(range(5, 5 + 23))  # BOS and a 23-token "instruction": 24 shared tokens
+
+
+def tiny_lora_llama(attention: str):
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=128, attn_implementation=attention,
+    )  # fmt: skip
+    model = LlamaForCausalLM(config)
+    model.config.use_cache = False  # as bench.workers.train.build_model sets it
+    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj"],
+                      init_lora_weights=False, task_type="CAUSAL_LM")  # fmt: skip
+    return get_peft_model(model, lora).train()
+
+
+def rows(lead: list[int]) -> list[Encoded]:
+    """Rows of differing lengths after `lead`: right padding of 2 to 15 tokens in the batch."""
+    out = []
+    for text, n_target in ((range(40, 46), 1), (range(50, 63), 2), (range(70, 90), 1), (range(30, 35), 3)):
+        prompt, target = lead + list(text), [91 + i for i in range(n_target)] + [2]
+        out.append(Encoded(prompt + target, [IGNORE] * len(prompt) + target, False))
+    return out
+
+
+def loss_and_grads(model, examples, shared: int, sliced: bool):
+    model.zero_grad()
+    batch = make_batch(examples, pad_id=0, device=torch.device("cpu"), shared=shared)
+    loss = batch_loss(model, batch, sliced)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    return loss.item(), grads
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])  # sdpa: what build_model gets by default
+@pytest.mark.parametrize("sliced", [True, False])
+def test_shared_span_gives_the_loss_and_lora_gradients_of_whole_rows(attention, sliced):
+    model = tiny_lora_llama(attention)
+    if sliced and not keeps_logits(model):
+        pytest.skip("this transformers has no per-row logits_to_keep")
+    examples = rows(INSTRUCTION)
+    assert shared_span(examples) == len(INSTRUCTION)
+    whole_loss, whole = loss_and_grads(model, examples, 0, sliced)
+    shared_loss, shared = loss_and_grads(model, examples, len(INSTRUCTION), sliced)
+    assert shared_loss == pytest.approx(whole_loss, rel=1e-5)
+    assert whole.keys() == shared.keys() and len(whole) == 12  # A and B of q, k, v in 2 layers
+    worst = 0.0
+    for name, grad in whole.items():
+        assert grad.norm() > 0, name
+        relative = ((shared[name] - grad).norm() / grad.norm()).item()
+        assert relative < 1e-5, f"{name}: relative difference {relative:.2e}"
+        worst = max(worst, relative)
+    print(f"loss {whole_loss:.8f} vs {shared_loss:.8f} (relative {abs(shared_loss / whole_loss - 1):.1e}); "
+          f"largest relative gradient difference {worst:.1e}")
+
+
+def test_span_stops_before_the_first_loss_position_and_short_spans_are_not_shared():
+    examples = rows(INSTRUCTION)
+    # One row whose whole prompt is the instruction: its last prompt token predicts its target.
+    target = [91, 2]
+    short = Encoded(INSTRUCTION + target, [IGNORE] * len(INSTRUCTION) + target, False)
+    assert shared_span([*examples, short]) == len(INSTRUCTION) - 1
+    assert shared_span(rows(INSTRUCTION[: MIN_SHARED_TOKENS - 1])) == 0
+    assert shared_span(rows(INSTRUCTION)[:1]) == 0  # one row: nothing to share
+
+
+def test_a_batch_without_a_common_prefix_falls_back_to_whole_rows():
+    model = tiny_lora_llama("sdpa")
+    mixed = rows(INSTRUCTION)[:3] + rows([1] + list(range(60, 83)))[3:]
+    assert len(os.path.commonprefix([e.input_ids for e in mixed])) == 1  # BOS only
+    assert shared_span(mixed) == 0
+    batch = make_batch(mixed, 0, torch.device("cpu"), shared=shared_span(mixed))
+    assert batch_loss(model, batch, True).item() == target_loss(model, batch, True).item()
+
+
+def test_reuse_is_off_when_switched_off_or_layers_are_checkpointed():
+    model = tiny_lora_llama("sdpa")
+    assert off_reason(model, True) is None
+    assert off_reason(model, False) == "train.prefix_reuse: false"
+    model.get_base_model().gradient_checkpointing_enable()
+    assert "gradient checkpointing" in off_reason(model, True)
+
+
+def test_length_grouping_keeps_a_task_together_and_is_unchanged_for_one_task():
+    lengths = [i % 9 + 5 for i in range(96)]
+    tasks = ["fpb" if i % 3 else "tfns" for i in range(96)]
+    alone = length_grouped_batches(lengths, 8, seed=7, world=1)
+    assert length_grouped_batches(lengths, 8, seed=7, world=1, groups=["fpb"] * 96) == alone
+    grouped = length_grouped_batches(lengths, 8, seed=7, world=1, groups=tasks)
+    assert grouped == length_grouped_batches(lengths, 8, seed=7, world=1, groups=tasks)  # resumable
+    mixed = sum(len({tasks[i] for i in b}) > 1 for b in grouped)
+    assert mixed <= 1 and sum(len({tasks[i] for i in b}) > 1 for b in alone) > mixed
+    assert sorted(i for b in grouped for i in b) == list(range(96))
+
+
+def test_prefix_reuse_default_keeps_cell_keys_and_false_changes_them(tmp_path):
+    def cell(train: dict):
+        raw = {"name": "p", "models": {"m": {"source": "tiny"}},
+               "axes": {"model": ["m"], "quant": [{"bits": 4, "rank": 4}], "task": ["fpb"]},
+               "train": {"max_steps": 2, **train}}  # fmt: skip
+        (only,) = parse(raw, tmp_path / "m.yaml").cells
+        return only
+
+    shipped, explicit, off = cell({}), cell({"prefix_reuse": True}), cell({"prefix_reuse": False})
+    assert "prefix_reuse" not in shipped.to_dict()["train"] and shipped.key == explicit.key
+    assert off.key != shipped.key and off.train.prefix_reuse is False
+
+
+def test_flops_count_the_shared_span_once():
+    from bench.core.architecture import Shape
+    from bench.core.flops import LoraStep
+    from bench.workers.utilisation import batch_flops
+
+    arch = Shape(
+        hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2, head_dim=16, vocab=97, tied=False
+    )
+    step, examples = LoraStep(arch, 4, ("q_proj", "k_proj", "v_proj")), rows(INSTRUCTION)
+    whole, shared = batch_flops(step, examples, True), batch_flops(step, examples, True, len(INSTRUCTION))
+    tokens = sum(len(e.input_ids) for e in examples)
+    computed = tokens - (len(examples) - 1) * len(INSTRUCTION)  # the span once, each remainder
+    assert shared.base_forward == pytest.approx(whole.base_forward * computed / tokens)
+    assert shared.lm_head == whole.lm_head + step.batch([1], 1).lm_head  # the span's one logit row
+    assert 0 < shared.attention < whole.attention
+
+
+def left_padded(prompts: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """As lm-eval's HFLM encodes a generation batch: padded on the left, with its attention mask."""
+    width = max(map(len, prompts))
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    return ids, mask
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_generation_with_the_span_prefilled_once_gives_the_same_tokens(attention):
+    from bench.workers.prefix import first_loss_position, prefilled_cache, shared_context, with_span_first
+
+    model = tiny_lora_llama(attention).eval()
+    prompts = [e.input_ids[: first_loss_position(e) + 1] for e in rows(INSTRUCTION)]
+    ids, mask = left_padded(prompts, pad=0)
+    n = shared_context(ids, mask)
+    assert n == len(INSTRUCTION)
+    settings = {"max_new_tokens": 8, "do_sample": False, "pad_token_id": 0, "eos_token_id": None}
+    whole = model.generate(input_ids=ids, attention_mask=mask, **settings)
+    moved, attended = with_span_first(ids, mask, n)
+    keyword, cache = prefilled_cache(model, moved[:1, :n], len(prompts))
+    shared = model.generate(input_ids=moved, attention_mask=attended, **{keyword: cache}, **settings)
+    assert torch.equal(shared[:, ids.shape[1] :], whole[:, ids.shape[1] :])  # what lm-eval keeps
+    assert cache.get_seq_length() == shared.shape[1] - 1  # generate() decoded on the prefilled cache
+
+
+def test_generation_batches_without_a_long_common_span_are_not_shared():
+    from bench.workers.prefix import shared_context
+
+    ids, mask = left_padded([INSTRUCTION + [40, 41], [1] + list(range(60, 90))], pad=0)
+    assert shared_context(ids, mask) == 0
+    ids, mask = left_padded([INSTRUCTION + [40], INSTRUCTION], pad=0)
+    assert shared_context(ids, mask) == len(INSTRUCTION) - 1  # the shorter row keeps a token of its own
