@@ -3,10 +3,12 @@
 Training (same model, quantization, LoRA, rows and their seeded order source, lr, steps, warm-up shape
 (constant lr), precision and torch threads on every side):
   bench               bench's worker as shipped: logits only at the loss positions, length-grouped batches,
-                      the shared instruction computed once per batch
+                      the shared instruction computed once per batch where exact (train.prefix_reuse:
+                      exact, so not with LoRA dropout)
   bench_all_logits    the same worker with train.loss_logits: all (the model's own full-vocabulary loss)
   bench_random        the same worker with train.batching: random (shuffled rows, padded to the longest)
-  bench_no_prefix     the same worker with train.prefix_reuse: false (each row computes its instruction)
+  bench_no_prefix     the same worker with train.prefix_reuse: off (each row computes its instruction)
+  bench_prefix_always the same worker with train.prefix_reuse: always (shared with LoRA dropout too)
   plain_grouped       HF Trainer + peft, train_sampling_strategy="group_by_length", pad to longest
   plain_random        HF Trainer + peft, its random sampler, pad to longest
 Each run's per-step wall times and real tokens come back; tokens/s counts the steps after --warmup.
@@ -16,7 +18,7 @@ Evaluation (the same adapter and test rows; every side must score identically, b
   paper_b{B}_sorted   the paper's loop with one lever: batches sorted by prompt length
   paper_b{B}_stop     the paper's loop with one lever: bench's early stop on complete answers
   bench_b{B}          bench's evaluation worker (lm-eval; all its levers) at the same batch B
-  bench_b{B}_no_prefix  the same with eval.prefix_reuse: false (every row prefilled whole)
+  bench_b{B}_no_prefix  the same with eval.prefix_reuse: off (every row prefilled whole)
   bench_b{L}          bench's worker at the larger batch L (--eval-large-batch)
 One loaded base for several adapters is measured by benchmarks/eval_reuse.py.
 Evaluation runs at 16 bits by default: LLM.int8 picks its fp16 outlier columns from every row of a
@@ -54,7 +56,8 @@ BENCH_SIDES = {  # side -> train settings beside the matrix defaults
     "bench": {},
     "bench_all_logits": {"loss_logits": "all"},
     "bench_random": {"batching": "random"},
-    "bench_no_prefix": {"prefix_reuse": False},
+    "bench_no_prefix": {"prefix_reuse": "off"},
+    "bench_prefix_always": {"prefix_reuse": "always"},  # shares with LoRA dropout too (one mask per span)
 }
 PLAIN_SIDES = {"plain_grouped": "group_by_length", "plain_random": "random"}
 TRAIN_SIDES = (*BENCH_SIDES, *PLAIN_SIDES)
@@ -214,7 +217,7 @@ def eval_runs(args, launcher, source: str, work: Path) -> list[tuple[str, object
         ),
         (f"paper_b{b}_stop", lambda: script("paper_eval.py", work / "paper.json", *paper, "--stop-early")),
     ]
-    for batch, reuse in [(b, True), (b, False)] + ([(big, True)] if big else []):
+    for batch, reuse in [(b, "always"), (b, "off")] + ([(big, "always")] if big else []):
         settings = dataclasses.replace(shipped.eval, batch_size=batch, prefix_reuse=reuse)
         cell = dataclasses.replace(shipped, eval=settings)
         cell_dir = launcher.cell_dir(Step(cell, "eval"))

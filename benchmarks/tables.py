@@ -18,10 +18,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import measured  # noqa: E402
 
 LABELS = {
-    "bench": "bench as shipped (loss-position logits, length-grouped batches, shared instruction once)",
+    "bench": "bench as shipped (loss-position logits, length-grouped batches, shared instruction once where exact)",
     "bench_all_logits": "bench, logits at every position (`train.loss_logits: all`)",
     "bench_random": "bench, shuffled batches (`train.batching: random`)",
-    "bench_no_prefix": "bench, every row computes its instruction (`train.prefix_reuse: false`)",
+    "bench_no_prefix": "bench, every row computes its instruction (`train.prefix_reuse: off`)",
+    "bench_prefix_always": "bench, instruction shared with LoRA dropout too (`train.prefix_reuse: always`)",
     "plain_grouped": "HF Trainer + peft, `group_by_length`, pad to longest",
     "plain_random": "HF Trainer + peft, random sampler, pad to longest",
 }
@@ -36,7 +37,7 @@ def label(side: str) -> str:
         return f"paper's loop, batch {batch}{extra}"
     if side.endswith("_no_prefix"):
         batch = side[7:].removesuffix("_no_prefix")
-        return f"bench (lm-eval worker), batch {batch}, rows prefilled whole (`eval.prefix_reuse: false`)"
+        return f"bench (lm-eval worker), batch {batch}, rows prefilled whole (`eval.prefix_reuse: off`)"
     return f"bench (lm-eval worker, every lever), batch {side[7:]}"
 
 

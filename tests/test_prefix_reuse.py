@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from bench.core.matrix import parse
+from bench.core.matrix import MatrixError, parse
 from bench.workers.examples import (
     IGNORE,
     Encoded,
@@ -98,12 +98,21 @@ def test_a_batch_without_a_common_prefix_falls_back_to_whole_rows():
     assert batch_loss(model, batch, True).item() == target_loss(model, batch, True).item()
 
 
-def test_reuse_is_off_when_switched_off_or_layers_are_checkpointed():
+def test_reuse_is_off_when_switched_off_inexact_under_dropout_or_layers_are_checkpointed():
     model = tiny_lora_llama("sdpa")
-    assert off_reason(model, True) is None
-    assert off_reason(model, False) == "train.prefix_reuse: false"
+    assert off_reason(model, "exact") is None and off_reason(model, "always", 0.1) is None
+    assert off_reason(model, "off") == "train.prefix_reuse: off"
+    assert "one dropout mask for all its rows" in off_reason(model, "exact", 0.1)
     model.get_base_model().gradient_checkpointing_enable()
-    assert "gradient checkpointing" in off_reason(model, True)
+    assert "gradient checkpointing" in off_reason(model, "exact")
+    assert "gradient checkpointing" in off_reason(model, "always")
+
+
+def test_evaluation_shares_where_its_tokens_stay_the_same():
+    from bench.workers.prefix import eval_reuse
+
+    assert eval_reuse("exact", 16) and not eval_reuse("exact", 8) and not eval_reuse("exact", 4)
+    assert eval_reuse("always", 8) and not eval_reuse("off", 16)
 
 
 def test_length_grouping_keeps_a_task_together_and_is_unchanged_for_one_task():
@@ -118,7 +127,7 @@ def test_length_grouping_keeps_a_task_together_and_is_unchanged_for_one_task():
     assert sorted(i for b in grouped for i in b) == list(range(96))
 
 
-def test_prefix_reuse_default_keeps_cell_keys_and_false_changes_them(tmp_path):
+def test_prefix_reuse_default_keeps_cell_keys_and_the_others_change_them(tmp_path):
     def cell(train: dict):
         raw = {"name": "p", "models": {"m": {"source": "tiny"}},
                "axes": {"model": ["m"], "quant": [{"bits": 4, "rank": 4}], "task": ["fpb"]},
@@ -126,9 +135,14 @@ def test_prefix_reuse_default_keeps_cell_keys_and_false_changes_them(tmp_path):
         (only,) = parse(raw, tmp_path / "m.yaml").cells
         return only
 
-    shipped, explicit, off = cell({}), cell({"prefix_reuse": True}), cell({"prefix_reuse": False})
+    shipped, explicit, off = cell({}), cell({"prefix_reuse": "exact"}), cell({"prefix_reuse": "off"})
     assert "prefix_reuse" not in shipped.to_dict()["train"] and shipped.key == explicit.key
-    assert off.key != shipped.key and off.train.prefix_reuse is False
+    assert off.key != shipped.key and off.train.prefix_reuse == "off"
+    assert cell({"prefix_reuse": "always"}).key not in (shipped.key, off.key)
+    with pytest.raises(MatrixError, match=r"train\.prefix_reuse.*not one of exact, always, off"):
+        cell({"prefix_reuse": "on"})
+    with pytest.raises(MatrixError, match=r"train\.prefix_reuse.*must be a string"):
+        cell({"prefix_reuse": True})
 
 
 def test_flops_count_the_shared_span_once():

@@ -16,7 +16,7 @@ MATRIX = {
     "models": {"tiny": {"source": "tiny"}},
     "axes": {"model": ["tiny"], "quant": [{"bits": 4, "rank": 4}], "task": ["fpb"]},
     "train": {"max_steps": 2, "train_limit": 16, "batch_per_gpu": 8, "max_seq_len": 128, "optimizer": "adamw",
-              "time_limit_s": 300},
+              "time_limit_s": 300, "lora_dropout": 0.0},
     "eval": {"limit": 8, "batch_size": 8},
 }  # fmt: skip
 
@@ -36,8 +36,8 @@ def test_a_tiny_training_record_carries_flops_peak_and_mfu(tmp_path, data_dir, b
     assert str(bench_cache / "peaks") in m["peak_source"]  # cached where the models are
     assert 0 < m["mfu"] < 1
     assert m["mfu"] == pytest.approx(m["achieved_flops_per_s"] / m["peak_flops_per_s"], abs=1e-4)
-    # The FPB instruction is shared in its batches (train.prefix_reuse, on by default): said so, and
-    # counted once in the FLOPs above.
+    # The FPB instruction is shared in its batches (train.prefix_reuse: exact, the default, without LoRA
+    # dropout): said so, and counted once in the FLOPs above.
     assert m["prefix_reuse"] is True and m["prefix_reuse_note"] is None
     assert m["prefix_shared_batches"] == 1.0 and m["prefix_shared_tokens_mean"] >= 16
 

@@ -21,6 +21,7 @@ PRECISIONS = ("bf16", "fp32")
 # computes). batching: "length_grouped" = batches of similar lengths, "random" = shuffled rows.
 LOSS_LOGITS = ("targets", "all")
 BATCHINGS = ("length_grouped", "random")
+PREFIX_REUSE = ("exact", "always", "off")  # train.prefix_reuse and eval.prefix_reuse
 SCORERS = ("finlora", "strict", "finlora2025")
 WEIGHTS = ("pretrained", "random")
 PROMPT_FORMATS = ("raw", "chat")
@@ -72,11 +73,13 @@ class TrainConfig:
     checkpoint_keep: int = 2
     keep_checkpoints: bool = False
     # Rows of a micro-batch that begin with the same tokens (a task's instruction) compute that span once
-    # and share its keys/values (bench.workers.prefix); false computes every row whole (the ablation).
-    # On by default because it is exact: the same loss and LoRA gradients to fp32 rounding
-    # (tests/test_prefix_reuse.py), only fewer FLOPs. (With lora_dropout > 0 the shared span draws one
-    # dropout mask for all its rows instead of one per row: each row's loss has the same distribution.)
-    prefix_reuse: bool = True
+    # and share its keys/values (bench.workers.prefix; PREFIX_REUSE). "exact" (the default) shares where
+    # that is exact: the same loss and LoRA gradients to fp32 rounding (tests/test_prefix_reuse.py), so
+    # not with lora_dropout > 0 (one dropout mask would cover the span of every row instead of one per
+    # row) nor with gradient checkpointing, and with the batches as they were. "always" shares with
+    # dropout too and groups a multi-task set's rows by task (both change what is trained, so it enters
+    # the key); "off" computes every row whole (the ablation).
+    prefix_reuse: str = "exact"
 
 
 @dataclass(frozen=True)
@@ -91,17 +94,18 @@ class EvalConfig:
     # existed: left out of to_dict at their defaults, so older cells keep their keys.
     protocol: str = "bench"
     seed: int | None = None  # sampling seed; None = the protocol's default (recorded either way)
-    # The span every row of a generate() batch begins with, prefilled once (bench.workers.prefix); false
-    # prefills every row whole (the ablation). On: at 16 bits the same tokens; under 8 bits a row's
-    # numbers already depend on its batch (LLM.int8 outlier columns), and the span's pass is a batch of one.
-    prefix_reuse: bool = True
+    # The span every row of a generate() batch begins with, prefilled once (bench.workers.prefix).
+    # "exact" (the default): at eval_bits 16, where the tokens are the same; not under 8 or 4 bits, where
+    # a row's numbers depend on its batch (LLM.int8 outlier columns) and the span's pass is a batch of
+    # one. "always": at every eval_bits; "off": every row prefilled whole (the ablation).
+    prefix_reuse: str = "exact"
 
 
-LATER_EVAL_FIELDS = {"protocol": "bench", "seed": None, "prefix_reuse": True}
+LATER_EVAL_FIELDS = {"protocol": "bench", "seed": None, "prefix_reuse": "exact"}
 LATER_TRAIN_FIELDS = {
     "weight_decay": 0.0, "var_freeze_step": None, "method": "lora",
     "loss_logits": "targets", "batching": "length_grouped", "warmup_ratio": 0.0,
-    "checkpoint_every": None, "checkpoint_keep": 2, "keep_checkpoints": False, "prefix_reuse": True,
+    "checkpoint_every": None, "checkpoint_keep": 2, "keep_checkpoints": False, "prefix_reuse": "exact",
 }  # fmt: skip
 # How a training is kept safe, not what it computes: carried to the workers, never part of the key (a
 # checkpoint written under one interval resumes a run under another; issue 22: "not part of the cell key").

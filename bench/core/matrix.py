@@ -34,6 +34,7 @@ from bench.core.cell import (
     LOSS_LOGITS,
     OPTIMIZERS,
     PRECISIONS,
+    PREFIX_REUSE,
     PROMPT_FORMATS,
     SCORERS,
     WEIGHTS,
@@ -343,6 +344,8 @@ def _validated_train(ctx: _Context, config: TrainConfig, values: dict) -> TrainC
         ctx.fail("train.loss_logits", f"{config.loss_logits!r} is not one of {', '.join(LOSS_LOGITS)}")
     if config.batching not in BATCHINGS:
         ctx.fail("train.batching", f"{config.batching!r} is not one of {', '.join(BATCHINGS)}")
+    if config.prefix_reuse not in PREFIX_REUSE:
+        ctx.fail("train.prefix_reuse", f"{config.prefix_reuse!r} is not one of {', '.join(PREFIX_REUSE)}")
     if config.zero_stage not in (0, 1, 2, 3):
         ctx.fail("train.zero_stage", "must be 0, 1, 2 or 3")
     if config.optimizer == "zero_one_adam" and config.zero_stage > 0:
@@ -366,6 +369,8 @@ def _validated_eval(ctx: _Context, config: EvalConfig) -> EvalConfig:
             ctx.fail(f"eval.{name}", f"must be positive, not {value}")
     if config.bootstrap < 0:
         ctx.fail("eval.bootstrap", "must be 0 (off) or a positive number of resamples")
+    if config.prefix_reuse not in PREFIX_REUSE:
+        ctx.fail("eval.prefix_reuse", f"{config.prefix_reuse!r} is not one of {', '.join(PREFIX_REUSE)}")
     return config
 
 

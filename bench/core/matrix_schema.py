@@ -21,6 +21,7 @@ from bench.core.cell import (
     LOSS_LOGITS,
     OPTIMIZERS,
     PRECISIONS,
+    PREFIX_REUSE,
     PROMPT_FORMATS,
     SCORERS,
     WEIGHTS,
@@ -40,6 +41,7 @@ CHOICES = {  # (config class, field) -> its allowed values, where the validator 
     ("TrainConfig", "method"): tuple(METHODS), ("TrainConfig", "zero_stage"): (0, 1, 2, 3),
     ("EvalConfig", "scorer"): SCORERS, ("EvalConfig", "protocol"): tuple(PROTOCOLS),
     ("ModelSpec", "weights"): WEIGHTS,
+    ("TrainConfig", "prefix_reuse"): PREFIX_REUSE, ("EvalConfig", "prefix_reuse"): PREFIX_REUSE,
 }  # fmt: skip
 AXIS_VALUES = {
     "model": {"type": "string"},

@@ -38,6 +38,7 @@ from bench.workers.measure import (
     reset_torch_peaks,
     torch_peaks_gb,
 )
+from bench.workers.prefix import eval_reuse
 from bench.workers.protocol import failure, parse_args, progress, read_cell, write_outcome
 
 
@@ -134,7 +135,7 @@ def evaluate_cell(
         loaded = load_tasks(list(lm_tasks.values()), data_dir, gen_kwargs)
     lm = BenchLM(pretrained=model, tokenizer=tokenizer, batch_size=cell.eval.batch_size,
                  eos_policy=protocol.eos, stop_early=protocol.stops_early, cell_id=cell.id,
-                 prefix_reuse=cell.eval.prefix_reuse)  # fmt: skip
+                 prefix_reuse=eval_reuse(cell.eval.prefix_reuse, cell.eval_bits))  # fmt: skip
     seed = protocols.DEFAULT_SEED if cell.eval.seed is None else cell.eval.seed
     torch.manual_seed(seed)  # per cell: a cell's draws do not depend on the cells before it
     indices = list(range(torch.cuda.device_count()))
@@ -170,7 +171,7 @@ def evaluate_cell(
         lm_eval={t: _plain(results["results"].get(lm_tasks[t], {})) for t in tasks},
         protocol=protocol.name,
         prompt_format=cell.prompt_format,
-        prefix_shared_batches=len(spans) if cell.eval.prefix_reuse else None,
+        prefix_shared_batches=len(spans) if lm.prefix_reuse else None,
         prefix_shared_tokens_mean=round(sum(spans) / len(spans), 2) if spans else None,
         memory=memory_fields([p[0] for p in peaks], [p[1] for p in peaks], sampler.peaks_gb(), sampler.error,
                              [peak_rss_gb()]),

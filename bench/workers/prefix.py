@@ -46,11 +46,12 @@ def shared_span(examples: list[Encoded]) -> int:
     return span if span >= MIN_SHARED_TOKENS else 0
 
 
-def off_reason(model, enabled: bool) -> str | None:
-    """Why prefix reuse cannot run on this (peft-wrapped) model, or None where it can."""
+def off_reason(model, setting: str, lora_dropout: float = 0.0) -> str | None:
+    """Why prefix reuse does not run on this (peft-wrapped) model under train.prefix_reuse `setting`
+    (bench.core.cell.PREFIX_REUSE), or None where it runs."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if not enabled:
-        return "train.prefix_reuse: false"
+    if setting == "off":
+        return "train.prefix_reuse: off"
     # is_activation_checkpointing: transformers' new name; is_gradient_checkpointing before it.
     checkpointed = getattr(base, "is_activation_checkpointing", None)
     if checkpointed if checkpointed is not None else getattr(base, "is_gradient_checkpointing", False):
@@ -59,7 +60,16 @@ def off_reason(model, enabled: bool) -> str | None:
         return "gradient checkpointing: checkpointed layers keep no keys/values to share"
     if cache_keyword(base) is None:
         return f"{type(base).__name__}.forward takes no key/value cache"
+    if setting == "exact" and lora_dropout > 0:
+        # Dropout acts on each LoRA layer's input: shared, the span of every row would get one mask.
+        return (f"lora_dropout {lora_dropout:g}: a shared span would draw one dropout mask for all its rows, "
+                "not one per row (not exact); train.prefix_reuse: always shares anyway")  # fmt: skip
     return None
+
+
+def eval_reuse(setting: str, eval_bits: int) -> bool:
+    """Whether evaluation prefills the shared span once (eval.prefix_reuse; bench.core.cell)."""
+    return setting == "always" or (setting == "exact" and eval_bits == 16)
 
 
 def cache_keyword(base) -> str | None:

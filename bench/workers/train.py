@@ -292,11 +292,12 @@ def train_loop(
     lengths = [len(e.input_ids) for e in encoded]
     sliced = cfg.loss_logits == "targets" and keeps_logits(engine.module)
     batcher = BATCHERS[cfg.batching]
-    reuse_off = off_reason(engine.module, cfg.prefix_reuse)
-    # With reuse, rows of one task (one instruction) meet in a batch. Measured on the sentiment set
+    reuse_off = off_reason(engine.module, cfg.prefix_reuse, cfg.lora_dropout)
+    # "always": rows of one task (one instruction) meet in a batch. Measured on the sentiment set
     # (SmolLM2 tokens, batch 16): 969 of 1,045 batches share 28 tokens instead of 54 batches, for 9% padding
-    # instead of 3%; without reuse that padding would buy nothing, so the batches stay as they were.
-    groups = [e.task for e in encoded] if reuse_off is None else None
+    # instead of 3%. "exact" keeps the batches as they were: a new batch order is a different training.
+    grouped = cfg.prefix_reuse == "always" and reuse_off is None
+    groups = [e.task for e in encoded] if grouped else None
     shared_spans = []  # per micro-batch of this attempt: the tokens its rows shared (0: none)
     s = resume or {}
     own = s.get("own", {})
