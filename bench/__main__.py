@@ -419,7 +419,7 @@ def parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     c.add_argument(
         "--speed-more-rounds", type=int, default=MORE_ROUNDS, metavar="N",
-        help=f"at most N more rounds of --speed-reps per side while a series is too noisy to decide ({MORE_ROUNDS})",
+        help=f"at most N more rounds of --speed-reps per side while a series is undecided ({MORE_ROUNDS})",
     )  # fmt: skip
     c.add_argument("--update", action="store_true", help="rewrite the baseline from the current records")
     c.add_argument("--data-dir", help="the FinLoRA data folder, for --run (env BENCH_DATA)")

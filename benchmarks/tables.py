@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import measured  # noqa: E402
 
 LABELS = {
-    "bench": "bench as shipped (loss-position logits, length-grouped batches, shared instruction once where exact)",
+    "bench": "bench as shipped (loss-position logits, length-grouped batches, instruction once where exact)",
     "bench_all_logits": "bench, logits at every position (`train.loss_logits: all`)",
     "bench_random": "bench, shuffled batches (`train.batching: random`)",
     "bench_no_prefix": "bench, every row computes its instruction (`train.prefix_reuse: off`)",
