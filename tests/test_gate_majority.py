@@ -34,6 +34,7 @@ def constant_lm(answer_for):
     class Constant(LM):
         def __init__(self, *args, **kwargs):
             super().__init__()
+            self.prefix_reuse, self.shared_spans = False, []  # what evaluate_cell reads of BenchLM
 
         def generate_until(self, requests, disable_tqdm: bool = False):
             return [answer_for(request.args[0]) for request in requests]
