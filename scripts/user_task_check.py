@@ -41,7 +41,7 @@ name: stance
 tasks_dir: my_tasks
 models: {tiny: {source: tiny}}
 axes: {model: [tiny], quant: [{bits: 16, rank: 8}], task: [fomc_stance], eval_bits: [16]}
-train: {max_steps: 60, batch_per_gpu: 8, lr: 1.0e-2, optimizer: adamw,
+train: {max_steps: 100, batch_per_gpu: 8, lr: 3.0e-3, optimizer: adamw,
         target_modules: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]}
 eval: {batch_size: 8, bootstrap: 0}
 """
@@ -116,7 +116,14 @@ def main() -> int:
         for metric, key in (("acc", "accuracy"), ("f1", "weighted_f1"))
     }
     print(json.dumps({"outputs_identical": same_outputs, "scores (bench, stock lm-eval)": checks}, indent=1))
-    print("distinct outputs:", sorted({r["output"] for r in bench_rows}))
+    distinct = sorted({r["output"] for r in bench_rows})
+    print("distinct outputs:", distinct)
+    # One answer for every row would make "the same outputs" say little about the prompts: the adapter
+    # must have learned the task (100 steps at 3e-3 answer all 24 test rows right here; 60 at 1e-2, the
+    # first setting, answered "neutral" to all).
+    if len(distinct) < 2:
+        print("user task check: the adapter gives one answer for every row; nothing to compare")
+        return 1
     agree = same_outputs and all(abs(a - b) < 1e-9 for a, b in checks.values())
     print("user task check: " + ("ok" if agree else "MISMATCH"))
     return 0 if agree else 1
