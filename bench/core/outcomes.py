@@ -89,6 +89,8 @@ class TrainMetrics:
     gpu_hours_all_attempts: float | None = None
     checkpoints_written: int = 0
     checkpoint_s: float = 0.0  # wall seconds spent writing them (inside train_s)
+    # Why the training computed in `precision` (bench.core.precision): "bf16: CPU has native bf16 (...)".
+    precision_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,9 @@ class EvalMetrics:
     protocol: str  # the evaluation protocol (bench.core.protocols)
     memory: MemoryMetrics
     prompt_format: str = "raw"  # raw | chat (bench.core.cell.PROMPT_FORMATS): how the prompts were given
+    # The 16-bit parts' compute dtype, "bf16" or "fp32", and why (bench.core.precision).
+    precision: str | None = None
+    precision_reason: str | None = None
 
 
 @dataclass(frozen=True)
