@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.core.precision import choose, cpu_facts
+from bench.models.loading import compute_precision
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -53,7 +53,7 @@ def test_every_cell_has_ok_train_and_eval_records_with_real_metrics(smoke_run):
         assert m["gpu_mem_sum_gb"] is None and m["gpu_mem_null_reason"] and m["peak_rss_gb"] > 0
     assert trains[8]["trainable_params"] == 2 * trains[4]["trainable_params"]  # rank 8 vs 4
     # Whatever this CPU is, the records say the dtype bench.core.precision picks for it, and why.
-    chosen = choose("bf16", "cpu", cpu_facts()[1], bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()))
+    chosen = compute_precision(torch.device("cpu"), "bf16")
     for r in records:
         assert r["metrics"]["precision_reason"] == chosen.reason
         assert r["metrics"]["precision"].split()[0] == chosen.dtype  # "bf16 compute, fp32 LoRA weights"

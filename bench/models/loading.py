@@ -31,7 +31,8 @@ def resolve_hub(spec: ModelSpec, data_dir: Path) -> str:
 def compute_precision(device: torch.device, requested: str = "bf16") -> Precision:
     """The dtype this device computes `requested` in, and why (bench.core.precision decides)."""
     flags = cpu_facts()[1] if device.type == "cpu" else set()
-    mkldnn = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) if device.type == "cpu" else None
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)  # a private op: may go away
+    mkldnn = bool(check()) if device.type == "cpu" and check is not None else None
     return choose(requested, device.type, flags, mkldnn)
 
 
