@@ -69,6 +69,15 @@ def test_eval_precision_at_its_default_keeps_cell_keys_and_a_pin_changes_them():
     assert pinned.key != base.key and Cell.from_dict(pinned.to_dict()) == pinned
 
 
+def test_an_evaluation_worker_shares_its_base_only_at_one_precision():
+    from bench.core.cell import Cell, ModelSpec
+    from bench.orchestration.scheduler import base_of
+
+    detected = Cell(ModelSpec("tiny", "tiny"), "fpb", None, None, 1, 16, None)
+    pinned = Cell(ModelSpec("tiny", "tiny"), "fpb", None, None, 1, 16, None, EvalConfig(precision="fp32"))
+    assert base_of(detected) != base_of(pinned)
+
+
 def test_ci_pins_fp32_and_smoke_keeps_the_detected_default():
     from pathlib import Path
 
