@@ -1,9 +1,10 @@
-"""Model FLOPs utilisation of bench's training worker on this host, and what the CPU's native bf16 would
-change: the issue's cell (SmolLM2-135M 4-bit r4 on FPB, batch 8) trained by the real worker
-(bench.workers.train, DeepSpeed engine, its own loop), once in fp32 (what bench runs on a CPU today)
-and once with the base computing in bf16 where the CPU has native bf16 matmuls (detected by torch's
-oneDNN check, never assumed). The bf16 side swaps the worker's compute dtype in its process only: an
-experiment, not a setting. Sides alternate; each prints its record's FLOPs, achieved FLOP/s, peak and MFU.
+"""Model FLOPs utilisation of bench's training worker on this host, and what the CPU's native bf16
+changes: the issue's cell (SmolLM2-135M 4-bit r4 on FPB, batch 8) trained by the real worker
+(bench.workers.train, DeepSpeed engine, its own loop), once in fp32 (what bench ran on every CPU before
+issue 21) and once in bf16 where the CPU has native bf16 matmuls (torch's oneDNN check, never assumed).
+The sides are the cell's train.precision: fp32 pinned, and bf16 (bench's default: bf16 where the CPU has
+it natively, bench.core.precision). Sides alternate; each prints its record's FLOPs, achieved FLOP/s,
+peak and MFU.
 
     BENCH_DATA=../shared/data .venv/bin/python benchmarks/mfu.py --out benchmarks/results/mfu.jsonl
 
@@ -24,13 +25,6 @@ from pathlib import Path
 
 from bench.core.cell import Cell, ModelSpec, TrainConfig
 
-WORKER = """import sys, torch
-import bench.workers.train as worker
-if sys.argv[1] == "bf16":  # the experiment: base computes in bf16 on the CPU
-    worker.compute_dtype = lambda device, precision="bf16": torch.bfloat16
-sys.exit(worker.main(sys.argv[2:]))
-"""
-
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -47,8 +41,9 @@ def native_bf16() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def cell(steps: int) -> Cell:
-    train = TrainConfig(max_steps=steps, batch_per_gpu=8, max_seq_len=256, optimizer="adamw", lr=5e-4)
+def cell(steps: int, precision: str) -> Cell:
+    train = TrainConfig(max_steps=steps, batch_per_gpu=8, max_seq_len=256, optimizer="adamw", lr=5e-4,
+                        precision=precision)  # fmt: skip
     return Cell(ModelSpec("smollm2", "smollm2-135m-instruct"), "fpb", 4, 4, 1, 16, train)
 
 
@@ -61,8 +56,9 @@ def free_port() -> int:
 def run(side: str, steps: int, data_dir: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix="mfu-") as folder:
         cell_dir = Path(folder)
-        (cell_dir / "cell.json").write_text(json.dumps(cell(steps).to_dict()))
-        args = [sys.executable, "-c", WORKER, side, "--cell-dir", str(cell_dir), "--data-dir", str(data_dir)]
+        (cell_dir / "cell.json").write_text(json.dumps(cell(steps, side).to_dict()))
+        args = [sys.executable, "-m", "bench.workers.train", "--cell-dir", str(cell_dir), "--data-dir",
+                str(data_dir)]  # fmt: skip
         env = {**os.environ, "MASTER_PORT": str(free_port())}  # other runs on this host hold the default
         done = subprocess.run(args, capture_output=True, text=True, env=env)
         outcome = json.loads((cell_dir / "train-outcome.json").read_text())
@@ -80,7 +76,8 @@ def main(argv=None) -> int:
         for side in sides if repeat % 2 == 0 else sides[::-1]:
             m = run(side, args.steps, args.data_dir)
             row = {"side": side, "repeat": repeat, "load": os.getloadavg()[0],
-                   **{k: m[k] for k in ("precision", "tokens_per_s", "train_s", "steps", "flops_per_token",
+                   **{k: m.get(k) for k in ("precision", "precision_reason", "tokens_per_s", "train_s",
+                                            "steps", "flops_per_token",
                                         "flops_per_token_parts", "achieved_flops_per_s", "peak_flops_per_s",
                                         "peak_source", "mfu", "train_loss_last")}}  # fmt: skip
             print(json.dumps(row), flush=True)

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from bench.core.precision import PRECISIONS
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -35,8 +37,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-new-tokens", type=int, default=10)
     p.add_argument("--sort-by-length", action="store_true", help="lever: batches of similar lengths")
     p.add_argument("--stop-early", action="store_true", help="lever: bench's stop on complete answers")
+    p.add_argument("--precision", choices=PRECISIONS, default="bf16", help="as bench's eval.precision")
     p.add_argument("--out", type=Path, required=True, help="JSON result file (outputs included)")
     return p.parse_args(argv)
+
+
+def compute(args) -> torch.dtype:
+    """The dtype bench's evaluation computes in for the same --precision here (bench.core.precision): bf16
+    on GPUs and native-bf16 CPUs, fp32 elsewhere, so the two loops compare at one precision. Not timed."""
+    from bench.models.loading import compute_dtype
+
+    return compute_dtype(torch.device("cuda" if torch.cuda.is_available() else "cpu"), args.precision)
 
 
 def load(args):
@@ -44,7 +55,7 @@ def load(args):
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
     on_gpu = torch.cuda.is_available()
-    dtype = torch.bfloat16 if on_gpu else torch.float32  # fp32 on CPU: bf16 matmuls are ~75x slower
+    dtype = compute(args)
     quant = {
         4: BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype),
         8: BitsAndBytesConfig(load_in_8bit=True),
@@ -128,6 +139,7 @@ def main(argv=None) -> int:
         "max_new_tokens": args.max_new_tokens,
         "sort_by_length": args.sort_by_length,
         "stop_early": args.stop_early,
+        "precision": "bf16" if compute(args) == torch.bfloat16 else "fp32",
         "torch_threads": torch.get_num_threads(),
         "outputs": answers,
         "targets": [r["target"] for r in rows],

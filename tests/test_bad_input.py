@@ -63,6 +63,7 @@ MATRIX_CASES = [
     ("dropout 1.5", with_("train.lora_dropout", 1.5), "lora_dropout in [0, 1)"),
     ("no target modules", with_("train.target_modules", []), "key 'train.target_modules'"),
     ("unknown scorer", with_("eval.scorer", "lenient"), "key 'eval.scorer'"),
+    ("unknown eval precision", with_("eval.precision", "fp16"), "key 'eval.precision': 'fp16' is not one of"),
     ("negative limit", with_("eval.limit", -1), "key 'eval.limit': must be positive"),
     (
         "model without source",

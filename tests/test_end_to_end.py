@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from bench.models.loading import compute_precision
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -49,6 +52,11 @@ def test_every_cell_has_ok_train_and_eval_records_with_real_metrics(smoke_run):
         assert "CPU" in m["optimizer_fallback"]
         assert m["gpu_mem_sum_gb"] is None and m["gpu_mem_null_reason"] and m["peak_rss_gb"] > 0
     assert trains[8]["trainable_params"] == 2 * trains[4]["trainable_params"]  # rank 8 vs 4
+    # Whatever this CPU is, the records say the dtype bench.core.precision picks for it, and why.
+    chosen = compute_precision(torch.device("cpu"), "bf16")
+    for r in records:
+        assert r["metrics"]["precision_reason"] == chosen.reason
+        assert r["metrics"]["precision"].split()[0] == chosen.dtype  # "bf16 compute, fp32 LoRA weights"
     for r in (r for r in records if r["phase"] == "eval"):
         scorers = {s["scorer"]: s for s in r["scores"] if s["task"] == "fpb"}
         assert set(scorers) == {"finlora", "strict", "finlora2025"} and scorers["finlora"]["n"] == 48

@@ -14,7 +14,6 @@ from bench.core.records import Phase
 
 BITS = (4, 8, 16)
 OPTIMIZERS = ("zero_one_adam", "adamw")
-PRECISIONS = ("bf16", "fp32")
 # Switches of bench's own training loop, for the speed ablation (benchmarks/speed.py); the defaults
 # are bench as shipped. loss_logits: "targets" = the vocabulary projection only at the positions that
 # carry loss, "all" = the model's own `labels=` loss over every position (what the plain Trainer
@@ -51,8 +50,8 @@ class TrainConfig:
     max_seq_len: int = 512
     optimizer: str = "zero_one_adam"
     zero_stage: int = 0
-    # GPU compute dtype. CPUs compute in fp32: bf16 is ~75x slower on AVX2-only cores, faster on native-bf16
-    # ones (avx512_bf16, AMX; STACK-NOTES).
+    # The training's compute dtype (bench.core.precision): "bf16" = bf16 where the hardware has it natively
+    # (GPUs, avx512_bf16/AMX CPUs), fp32 elsewhere; "fp32" pins fp32; "bf16_always" bf16 even when slow.
     precision: str = "bf16"
     gradient_checkpointing: bool = False
     seed: int = 42
@@ -94,6 +93,7 @@ class EvalConfig:
     # existed: left out of to_dict at their defaults, so older cells keep their keys.
     protocol: str = "bench"
     seed: int | None = None  # sampling seed; None = the protocol's default (recorded either way)
+    precision: str = "bf16"  # the evaluation's compute dtype, as TrainConfig.precision (bench.core.precision)
     # The span every row of a generate() batch begins with, prefilled once (bench.workers.prefix).
     # "exact" (the default): at eval_bits 16, where the tokens are the same; not under 8 or 4 bits, where
     # a row's numbers depend on its batch (LLM.int8 outlier columns) and the span's pass is a batch of
@@ -101,7 +101,7 @@ class EvalConfig:
     prefix_reuse: str = "exact"
 
 
-LATER_EVAL_FIELDS = {"protocol": "bench", "seed": None, "prefix_reuse": "exact"}
+LATER_EVAL_FIELDS = {"protocol": "bench", "seed": None, "precision": "bf16", "prefix_reuse": "exact"}
 LATER_TRAIN_FIELDS = {
     "weight_decay": 0.0, "var_freeze_step": None, "method": "lora",
     "loss_logits": "targets", "batching": "length_grouped", "warmup_ratio": 0.0,

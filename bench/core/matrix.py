@@ -33,7 +33,6 @@ from bench.core.cell import (
     BATCHINGS,
     LOSS_LOGITS,
     OPTIMIZERS,
-    PRECISIONS,
     PREFIX_REUSE,
     PROMPT_FORMATS,
     SCORERS,
@@ -46,6 +45,7 @@ from bench.core.cell import (
 from bench.core.comparisons import Comparison, parse_comparisons, unmatched
 from bench.core.matrix_file import MatrixError, check_file_names, read_yaml
 from bench.core.methods import METHODS
+from bench.core.precision import PRECISIONS
 from bench.core.tracking_spec import TrackingSpec, TrackingSpecError, parse_mapping
 from bench.models.chat_templates import chat_refusal
 from bench.models.sources import source_of
@@ -363,6 +363,8 @@ def _validated_train(ctx: _Context, config: TrainConfig, values: dict) -> TrainC
 def _validated_eval(ctx: _Context, config: EvalConfig) -> EvalConfig:
     if config.scorer not in SCORERS:
         ctx.fail("eval.scorer", f"{config.scorer!r} is not one of {', '.join(SCORERS)}")
+    if config.precision not in PRECISIONS:
+        ctx.fail("eval.precision", f"{config.precision!r} is not one of {', '.join(PRECISIONS)}")
     for name in ("limit", "batch_size", "max_new_tokens", "time_limit_s"):
         value = getattr(config, name)
         if value is not None and value <= 0:

@@ -20,7 +20,6 @@ from bench.core.cell import (
     BITS,
     LOSS_LOGITS,
     OPTIMIZERS,
-    PRECISIONS,
     PREFIX_REUSE,
     PROMPT_FORMATS,
     SCORERS,
@@ -31,6 +30,7 @@ from bench.core.cell import (
 )
 from bench.core.matrix import NAME_RE, TOP_KEYS
 from bench.core.methods import METHODS
+from bench.core.precision import PRECISIONS
 from bench.core.protocols import PROTOCOLS
 from bench.core.tracking_spec import BACKENDS
 
@@ -40,6 +40,7 @@ CHOICES = {  # (config class, field) -> its allowed values, where the validator 
     ("TrainConfig", "loss_logits"): LOSS_LOGITS, ("TrainConfig", "batching"): BATCHINGS,
     ("TrainConfig", "method"): tuple(METHODS), ("TrainConfig", "zero_stage"): (0, 1, 2, 3),
     ("EvalConfig", "scorer"): SCORERS, ("EvalConfig", "protocol"): tuple(PROTOCOLS),
+    ("EvalConfig", "precision"): PRECISIONS,
     ("ModelSpec", "weights"): WEIGHTS,
     ("TrainConfig", "prefix_reuse"): PREFIX_REUSE, ("EvalConfig", "prefix_reuse"): PREFIX_REUSE,
 }  # fmt: skip

@@ -96,6 +96,8 @@ class TrainMetrics:
     gpu_hours_all_attempts: float | None = None
     checkpoints_written: int = 0
     checkpoint_s: float = 0.0  # wall seconds spent writing them (inside train_s)
+    # Why the training computed in `precision` (bench.core.precision): "bf16: CPU has native bf16 (...)".
+    precision_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,9 @@ class EvalMetrics:
     # and that span's mean length in tokens (None: no batch shared one, or reuse was off).
     prefix_shared_batches: int | None = None
     prefix_shared_tokens_mean: float | None = None
+    # The 16-bit parts' compute dtype, "bf16" or "fp32", and why (bench.core.precision).
+    precision: str | None = None
+    precision_reason: str | None = None
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,11 @@ from pathlib import Path
 import torch
 
 from bench.core.cell import ModelSpec
+from bench.core.precision import Precision, choose, cpu_facts
 from bench.models.sources import kind_of
 
 QUANTIZED_CLASSES = ("Linear4bit", "Linear8bitLt")
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def resolve_source(spec: ModelSpec, data_dir: Path) -> str:
@@ -26,12 +28,16 @@ def resolve_hub(spec: ModelSpec, data_dir: Path) -> str:
     return spec.source
 
 
+def compute_precision(device: torch.device, requested: str = "bf16") -> Precision:
+    """The dtype this device computes `requested` in, and why (bench.core.precision decides)."""
+    flags = cpu_facts()[1] if device.type == "cpu" else set()
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)  # a private op: may go away
+    mkldnn = bool(check()) if device.type == "cpu" and check is not None else None
+    return choose(requested, device.type, flags, mkldnn)
+
+
 def compute_dtype(device: torch.device, precision: str = "bf16") -> torch.dtype:
-    # CPUs compute in fp32: bf16 matmuls are ~75x slower on AVX2-only cores (STACK-NOTES), the safe default
-    # on an unknown CPU; native-bf16 CPUs (avx512_bf16, AMX) run bf16 1.5-2.7x faster, not yet used here.
-    if device.type == "cuda" and precision == "bf16":
-        return torch.bfloat16
-    return torch.float32
+    return DTYPES[compute_precision(device, precision).dtype]
 
 
 def quantization_config(bits: int, dtype: torch.dtype):

@@ -2,9 +2,9 @@
 are ready, and what is taken up again. The local runner (runner.run) and the Ray executor
 (ray_executor.RayExecutor) only execute what it hands them and report the records back.
 
-Order: steps come in groups that share a base model (model, eval_bits, GPUs): the group's trainings
-first, then its evaluations, so that one evaluation worker can load the base once and go through every
-adapter of the group (and the base row) on it instead of reloading the base per cell.
+Order: steps come in groups that share a base model (model, eval_bits, GPUs, eval precision): the group's
+trainings first, then its evaluations, so that one evaluation worker can load the base once and go through
+every adapter of the group (and the base row) on it instead of reloading the base per cell.
 Readiness: an adapter's evaluation waits for its training, and runs only if that training ended ok.
 Retry and resume: a stored record is a result, unless `retry` names its status or it is RESUMABLE (a
 step stopped on request: its training resumes from its checkpoint); a cell the dying evaluation worker of
@@ -52,8 +52,9 @@ def plan(
 
 
 def base_of(cell: Cell) -> tuple:
-    """What an evaluation worker loads before any adapter: cells with equal values can share it."""
-    return (cell.model, cell.eval_bits, cell.gpus)
+    """What an evaluation worker loads before any adapter: cells with equal values can share it (the
+    compute dtype too: a base loaded in bf16 cannot serve a cell that pins fp32)."""
+    return (cell.model, cell.eval_bits, cell.gpus, cell.eval.precision)
 
 
 def eval_base(step: Step) -> tuple:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.core.peaks import Peak, gpu_peak
+from bench.core.precision import choose
 from bench.core.records import Phase, RunRecord, Status
 from bench.models.model_cache import cache_dir
 
@@ -38,14 +39,16 @@ class Target:
     """The device a plan predicts for: its recorded name and, for GPUs, how many a node has."""
 
     name: str  # as the workers record it: torch's device name, or "cpu"
+    # A CPU's /proc/cpuinfo flags (time_plan passes this host's); none = a CPU without native bf16.
+    cpu_flags: frozenset[str] = frozenset()
 
     @property
     def kind(self) -> str:
         return CPU if self.name == CPU else "gpu"
 
     def precision(self, phase: str, requested: str = "bf16") -> str:
-        """The compute precision the workers use there (bench.models.loading.compute_dtype)."""
-        return "bf16" if self.kind == "gpu" and requested == "bf16" else "fp32"
+        """The compute precision the workers use there (bench.core.precision.choose decides for both)."""
+        return choose(requested, "cpu" if self.kind == CPU else "cuda", self.cpu_flags).dtype
 
 
 @dataclass(frozen=True)
@@ -61,9 +64,10 @@ def record_device(record: RunRecord) -> str | None:
 
 
 def record_precision(record: RunRecord, target: Target) -> str:
-    if record.phase == Phase.TRAIN and record.metrics.get("precision"):
+    if record.metrics.get("precision"):  # training records always, evaluation records since they say it
         return "bf16" if str(record.metrics["precision"]).startswith("bf16") else "fp32"
-    return target.precision(record.phase, (record.cell.get("train") or {}).get("precision", "bf16"))
+    part = "train" if record.phase == Phase.TRAIN else "eval"
+    return target.precision(record.phase, (record.cell.get(part) or {}).get("precision", "bf16"))
 
 
 def class_records(records: Iterable[RunRecord], target: Target, phase: str, precision: str) -> list:

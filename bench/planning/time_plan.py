@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bench.core.cell import Cell
 from bench.core.metrics import METRICS
+from bench.core.precision import cpu_facts
 from bench.core.records import Phase, RunRecord
 from bench.planning.calibration import CPU, Target
 from bench.planning.timing import PhaseTime, TimePrediction, safe_predict
@@ -30,7 +31,9 @@ def visible_gpu_name() -> str | None:
 
 
 def plan_target(flag: str | None) -> Target:
-    return Target(flag or visible_gpu_name() or CPU)
+    name = flag or visible_gpu_name() or CPU
+    # A CPU plan is for this host: its flags say whether its runs compute in bf16 (bench.core.precision).
+    return Target(name, frozenset(cpu_facts()[1])) if name == CPU else Target(name)
 
 
 @dataclass(frozen=True)

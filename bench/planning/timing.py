@@ -153,7 +153,7 @@ def predict_times(
     length = lengths(cell, test, records, train_chars)
     flops = count * eval_flops(arch, length.prompt, length.target + 1)
     evaluation = _phase(Phase.EVAL, flops, cell.gpus_per_node, cell, records, target,
-                        target.precision(Phase.EVAL), length.basis)  # fmt: skip
+                        target.precision(Phase.EVAL, cell.eval.precision), length.basis)  # fmt: skip
     return TimePrediction(training, evaluation)
 
 

@@ -122,7 +122,8 @@ def _optimizer(recipe, cell, cfg, config, metrics, data) -> list[str]:
 
 def _precision(recipe, cell, cfg, config, metrics, data) -> list[str]:
     ran = metrics.get("precision")
-    ours = "fp32" if ran == "fp32" else cfg.precision  # a CPU run computes in fp32 whatever was asked
+    # What ran, where the record says it (a CPU without native bf16 runs fp32 under "bf16"), else the setting.
+    ours = "fp32" if ran == "fp32" or cfg.precision == "fp32" else "bf16"
     return _same("precision", ours, recipe.get("precision"))
 
 

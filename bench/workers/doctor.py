@@ -12,6 +12,7 @@ def report(results_dir: Path, data_dir: Path | None) -> list[tuple[str, str]]:
     import torch
 
     from bench.core.records import package_versions
+    from bench.models.loading import compute_precision
     from bench.workers.optim import zero_one_adam_unavailable
 
     rows = []
@@ -24,8 +25,9 @@ def report(results_dir: Path, data_dir: Path | None) -> list[tuple[str, str]]:
         ]
         device = torch.device("cuda", 0)
     else:
-        rows += [("GPUs", "none: training and evaluation run on the CPU in fp32 (slow beyond tiny models)")]
+        rows += [("GPUs", "none: training and evaluation run on the CPU (slow beyond tiny models)")]
         device = torch.device("cpu")
+    rows.append(("precision", f"{compute_precision(device).reason} (a cell's default; fp32 pins fp32)"))
     rows.append(("bitsandbytes", _bitsandbytes_backend()))
     reason = zero_one_adam_unavailable(device)
     rows.append(("0/1 Adam", "available" if reason is None else f"no: {reason} (cells fall back to AdamW)"))

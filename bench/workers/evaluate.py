@@ -24,7 +24,7 @@ from bench.core.records import Phase, Status
 from bench.core.scoring import SCORERS, bootstrap_ci, score
 from bench.core.task_content import register_cell_tasks
 from bench.core.ties import TIE_KEYS
-from bench.models.loading import compute_dtype, load_model, load_tokenizer, resolve_source
+from bench.models.loading import DTYPES, compute_precision, load_model, load_tokenizer, resolve_source
 from bench.models.random_weights import NOTE as RANDOM_NOTE
 from bench.workers import faults
 from bench.workers.chat import chat_template_for
@@ -84,12 +84,31 @@ def layer_split_device_map():
 
 
 def load_base(cell, data_dir: Path):
+    """The group's base in its compute dtype (cell.eval.precision; one per group: scheduler.base_of)."""
     source = resolve_source(cell.model, data_dir)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    chosen = compute_precision(eval_device(), cell.eval.precision)
+    if chosen.warning:
+        progress(f"warning: {chosen.warning}")
     tokenizer = load_tokenizer(source, cell.model)
-    model = load_model(source, cell.model, cell.eval_bits, compute_dtype(device), layer_split_device_map())
+    model = load_model(source, cell.model, cell.eval_bits, DTYPES[chosen.dtype], layer_split_device_map())
+    contiguous_head_input(model)
     model.eval()
     return model, tokenizer
+
+
+def eval_device() -> torch.device:
+    return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def contiguous_head_input(model) -> None:
+    """A forward pre-hook on the output head that hands it a contiguous input. In `generate`, the model
+    slices the last position (`hidden[:, -1:]`) before the head: a strided view, on which the CPU bf16
+    matmul fell off its fast kernel (1,625 ms vs 8.8 ms on a contiguous copy; fp32 139 vs 36 ms,
+    STACK-NOTES). The copy is one row per sequence; the values, and so every token, stay the same."""
+    head = model.get_output_embeddings()
+    if head is not None and not getattr(head, "_bench_contiguous", False):
+        head.register_forward_pre_hook(lambda _module, args: (args[0].contiguous(), *args[1:]))
+        head._bench_contiguous = True  # once: a re-used base keeps its hook
 
 
 def with_adapter(model, cell, adapter_dir: Path):
@@ -129,7 +148,8 @@ def evaluate_cell(
     protocol = protocols.get(cell.eval.protocol)
     tasks = [protocol.test_task(t) for t in training_set(cell.task).eval_tasks]  # data tasks scored
     lm_tasks = {task: task + protocol.task_suffix for task in tasks}  # their lm-eval task names
-    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    device = eval_device()
+    chosen = compute_precision(device, cell.eval.precision)  # as load_base loaded the group's base
     gen_kwargs = {"max_gen_toks": cell.eval.max_new_tokens} if cell.eval.max_new_tokens else None
     with Clock() as tasks_clock:  # the task data: loading, not evaluating
         loaded = load_tasks(list(lm_tasks.values()), data_dir, gen_kwargs)
@@ -173,19 +193,22 @@ def evaluate_cell(
         prompt_format=cell.prompt_format,
         prefix_shared_batches=len(spans) if lm.prefix_reuse else None,
         prefix_shared_tokens_mean=round(sum(spans) / len(spans), 2) if spans else None,
+        precision=chosen.dtype,
+        precision_reason=chosen.reason,
         memory=memory_fields([p[0] for p in peaks], [p[1] for p in peaks], sampler.peaks_gb(), sampler.error,
                              [peak_rss_gb()]),
     )  # fmt: skip
     artifacts = {f"samples_{t}": str(cell_dir / f"samples_{t}.jsonl") for t in tasks}
     data = [load_splits(t, data_dir).info.to_dict() for t in tasks]
     notes = [RANDOM_NOTE] if cell.model.weights == "random" else []
+    notes += [f"precision: {chosen.warning}"] if chosen.warning else []
     return Outcome(Status.OK, metrics, scores=tuple(scores), data=tuple(data), artifacts=artifacts,
                    notes=tuple(notes))  # fmt: skip
 
 
 def once_per_message(logger: logging.Logger) -> None:
     """bitsandbytes logs "MatMul8bitLt: inputs will be cast ... to float16" on every 8-bit matmul whose
-    input is not fp16 (fp32 on CPU, bf16 on GPUs): 7 lines per layer per generated token, written
+    input is not fp16 (fp32 or bf16: bench.core.precision): 7 lines per layer per generated token, written
     through the worker's log pipe (profile: 240 writes, ~10% of a tiny-model eval). Once is enough."""
     seen: set[str] = set()
 

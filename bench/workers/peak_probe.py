@@ -14,13 +14,13 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import torch
 
 from bench.core.peaks import Peak, cache_name, cpu_probe_key, gpu_peak
+from bench.core.precision import cpu_facts
 from bench.models.model_cache import cache_dir
 
 PRECISIONS = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
@@ -40,19 +40,6 @@ def device_peak(device: torch.device, dtype: torch.dtype) -> Peak:
             precision = "tf32"
         return gpu_peak(torch.cuda.get_device_name(device), precision)
     return cpu_peak(precision)
-
-
-def cpu_facts() -> tuple[str, set[str]]:
-    """(model name, flags) of the first CPU in /proc/cpuinfo; the platform's own name where there is none."""
-    fields: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            name, _, value = line.partition(":")
-            fields.setdefault(name.strip(), value.strip())
-    except OSError:
-        pass
-    model = fields.get("model name") or platform.processor() or platform.machine()
-    return model, set(fields.get("flags", "").split())
 
 
 def cpu_peak(precision: str, threads: int | None = None, folder: Path | None = None) -> Peak:

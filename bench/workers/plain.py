@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from bench.core.methods import METHODS, lora_switches
+from bench.core.precision import PRECISIONS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -56,7 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--train-limit", type=int, default=None)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--method", choices=tuple(METHODS), default="lora", help="LoRA method (peft's switches)")
-    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="GPU compute dtype")
+    p.add_argument("--precision", choices=PRECISIONS, default="bf16", help="as train.precision")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--padding", choices=("longest", "max_length"), default="longest")
     p.add_argument(
@@ -220,10 +221,13 @@ def train(args) -> dict:
         TrainingArguments,
     )
 
+    from bench.models.loading import compute_precision
+
     on_gpu = torch.cuda.is_available()
-    # As bench: bf16 compute on GPUs (unless --precision fp32); fp32 on CPUs (bf16 is ~75x slower on
-    # AVX2-only cores, faster on native-bf16 ones: STACK-NOTES).
-    bf16 = on_gpu and args.precision == "bf16"
+    # The dtype bench's own training picks for the same --precision on this device (bench.core.precision:
+    # bf16 on GPUs and native-bf16 CPUs, fp32 elsewhere), so the speed gate compares like with like.
+    chosen = compute_precision(torch.device("cuda" if on_gpu else "cpu"), args.precision)
+    bf16 = chosen.dtype == "bf16"
     dtype = torch.bfloat16 if bf16 else torch.float32
     torch.manual_seed(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
@@ -303,6 +307,7 @@ def train(args) -> dict:
         "torch_threads": torch.get_num_threads(),
         "sampling": args.sampling,
         "precision": "bf16" if bf16 else "fp32",
+        "precision_reason": chosen.reason,
         "step_s": clock["steps"],
         "step_cpu_s": clock["cpu_steps"],
         "step_tokens": step_tokens,

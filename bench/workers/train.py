@@ -28,7 +28,8 @@ from bench.core.outcomes import Outcome, TrainMetrics
 from bench.core.records import Phase, Status
 from bench.core.task_content import register_cell_tasks
 from bench.models.loading import (
-    compute_dtype,
+    DTYPES,
+    compute_precision,
     directory_bytes,
     load_model,
     load_tokenizer,
@@ -114,7 +115,7 @@ def build_model(cell, source: str, device: torch.device):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     cfg = cell.train
-    dtype = compute_dtype(device, cfg.precision)
+    dtype = DTYPES[compute_precision(device, cfg.precision).dtype]
     device_map = {"": device.index if device.type == "cuda" else "cpu"}
     model = load_model(source, cell.model, cell.bits, dtype, device_map)
     model.config.use_cache = False
@@ -156,6 +157,9 @@ def train_cell(cell, cell_dir, data_dir, timing_steps: int | None = None) -> Out
         raise ValueError(reason)
     torch.manual_seed(cfg.seed)
     source = resolve_source(cell.model, data_dir)
+    chosen = compute_precision(device, cfg.precision)  # what build_model loads in, and why
+    if chosen.warning and rank == 0:
+        progress(f"warning: {chosen.warning}")
     with Clock() as load_clock:
         tokenizer = load_tokenizer(source, cell.model)
         chat = chat_template_for(cell, tokenizer)  # refuses a tokenizer without one, before the model
@@ -209,7 +213,7 @@ def train_cell(cell, cell_dir, data_dir, timing_steps: int | None = None) -> Out
         [g[3] for g in gathered],
     )  # fmt: skip
     on_gpu = device.type == "cuda"
-    dtype = compute_dtype(device, cfg.precision)
+    dtype = DTYPES[chosen.dtype]
     # After training and outside its clock: a CPU's first run probes its matmul peak (seconds, then cached).
     flops = utilisation_fields(stats["flops"], stats["tokens"], train_clock.seconds, world, device, dtype,
                                flops_note)  # fmt: skip
@@ -249,8 +253,10 @@ def train_cell(cell, cell_dir, data_dir, timing_steps: int | None = None) -> Out
         step_tokens=stats["step_tokens"],
         **stats["prefix"],
         **resume_fields(resume, stats, train_clock.seconds, world, on_gpu, saver),
+        precision_reason=chosen.reason,
     )
     notes = [f"optimizer fallback: AdamW instead of 0/1 Adam ({fallback})"] if fallback else []
+    notes += [f"precision: {chosen.warning}"] if chosen.warning else []
     if cell.model.weights == "random":
         notes.append(RANDOM_NOTE)
     data = [load_splits(task, data_dir).info.to_dict() for task in train_tasks]
