@@ -41,10 +41,11 @@ name: stance
 tasks_dir: my_tasks
 models: {tiny: {source: tiny}}
 axes: {model: [tiny], quant: [{bits: 16, rank: 8}], task: [fomc_stance], eval_bits: [16]}
-train: {max_steps: 100, batch_per_gpu: 8, lr: 3.0e-3, optimizer: adamw,
+train: {max_steps: 100, batch_per_gpu: 8, lr: 3.0e-3, optimizer: adamw, precision: fp32,
         target_modules: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]}
-eval: {batch_size: 8, bootstrap: 0}
+eval: {batch_size: 8, bootstrap: 0, precision: fp32}
 """
+# fp32 pinned: stock lm-eval below computes in float32 too (bench's default is bf16 where the CPU has it).
 
 
 def write_task(work: Path) -> Path:
