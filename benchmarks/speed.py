@@ -19,6 +19,9 @@ Evaluation (the same adapter and test rows; every side must score identically, b
   paper_b{B}_stop     the paper's loop with one lever: bench's early stop on complete answers
   bench_b{B}          bench's evaluation worker (lm-eval; all its levers) at the same batch B
   bench_b{B}_no_prefix  the same with eval.prefix_reuse: off (every row prefilled whole)
+  bench_b{B}_merged   the same with eval.merge_adapter: true (the LoRA merged into the 16-bit base)
+  lmeval_b{B}         stock lm-eval's `hf` model (HFLM) with the adapter, on bench's task YAMLs, batch B
+                      (benchmarks/lmeval_stock.py): what `lm_eval --model hf --include_path` runs
   bench_b{L}          bench's worker at the larger batch L (--eval-large-batch)
 One loaded base for several adapters is measured by benchmarks/eval_reuse.py.
 Evaluation runs at 16 bits by default: LLM.int8 picks its fp16 outlier columns from every row of a
@@ -85,6 +88,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--eval-bits", type=int, default=16, choices=(4, 8, 16),
         help="16 by default: under 8-bit (LLM.int8) a row's numbers depend on the rows batched with it",
     )  # fmt: skip
+    p.add_argument("--eval-sides", type=lambda v: v.split(","), default=None,
+                   help="comma list of evaluation sides (names as in the docstring, B filled in); default all")
     p.add_argument("--repeats", type=int, default=3, help="training repetitions")
     p.add_argument("--eval-repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=2, help="torch threads, the same for every side")
@@ -209,6 +214,12 @@ def eval_runs(args, launcher, source: str, work: Path) -> list[tuple[str, object
         model=source, adapter=adapter, data_dir=args.data_dir, task=args.task, bits=args.eval_bits,
         batch=b, max_new_tokens=shipped.eval.max_new_tokens or 10,
     ) + (flags(limit=args.eval_limit) if args.eval_limit else [])  # fmt: skip
+    stock = flags(
+        model=source, adapter=adapter, data_dir=args.data_dir, task=args.task, batch=b,
+        precision=shipped.eval.precision,
+    ) + (flags(limit=args.eval_limit) if args.eval_limit else [])  # fmt: skip
+    if args.eval_bits != 16:
+        raise SystemExit("the stock lm-eval side runs at 16 bits (--eval-bits 16)")
     runs = [
         (f"paper_b{b}", lambda: script("paper_eval.py", work / "paper.json", *paper)),
         (
@@ -216,35 +227,40 @@ def eval_runs(args, launcher, source: str, work: Path) -> list[tuple[str, object
             lambda: script("paper_eval.py", work / "paper.json", *paper, "--sort-by-length"),
         ),
         (f"paper_b{b}_stop", lambda: script("paper_eval.py", work / "paper.json", *paper, "--stop-early")),
+        (f"lmeval_b{b}", lambda: script("lmeval_stock.py", work / "lmeval.json", *stock)),
     ]
-    for batch, reuse in [(b, "always"), (b, "off")] + ([(big, "always")] if big else []):
-        settings = dataclasses.replace(shipped.eval, batch_size=batch, prefix_reuse=reuse)
+    variants = [(b, "always", False), (b, "off", False), (b, "always", True)]
+    for batch, reuse, merge in variants + ([(big, "always", False)] if big else []):
+        settings = dataclasses.replace(shipped.eval, batch_size=batch, prefix_reuse=reuse, merge_adapter=merge)
         cell = dataclasses.replace(shipped, eval=settings)
         cell_dir = launcher.cell_dir(Step(cell, "eval"))
         if cell.key != shipped.key:  # the same adapter under every batch size
             (cell_dir / "adapter").parent.mkdir(parents=True, exist_ok=True)
             subprocess.run(["cp", "-r", str(adapter), str(cell_dir)], check=True)
-        side = f"bench_b{batch}" + ("" if reuse else "_no_prefix")
+        side = f"bench_b{batch}" + ("_no_prefix" if reuse == "off" else "") + ("_merged" if merge else "")
         runs.append((side, lambda c=cell, d=cell_dir: {**bench_step(launcher, c, "eval"), "dir": d}))
-    return runs
+    chosen = [(side, run) for side, run in runs if not args.eval_sides or side in args.eval_sides]
+    if f"bench_b{b}" not in dict(chosen):
+        raise SystemExit(f"--eval-sides must include bench_b{b}: every other side is checked against it")
+    return chosen
 
 
 def eval_lines(args, done: dict) -> dict:
-    """Per side its line; each paper side's outputs scored against bench's at the same batch, and
-    bench's larger batch against the plain paper loop: all must give identical scores."""
-    b = args.eval_batch
-    bench_samples = done[f"bench_b{b}"]["dir"] / f"samples_{args.task}.jsonl"
+    """Per side its line; every other side's outputs scored against bench's at the batch B (bench's
+    raw generations as the reference for bench's own variants): all must give identical scores."""
+    bench_samples = done[f"bench_b{args.eval_batch}"]["dir"] / f"samples_{args.task}.jsonl"
+    rows = [json.loads(line) for line in bench_samples.read_text().splitlines()]
+    reference = {"outputs": [r["raw"] for r in rows], "targets": [r["target"] for r in rows]}
     lines = {}
     for side, m in done.items():
         line = {"eval_s": m["eval_s"], "examples": m["examples"], "examples_per_s": m["examples_per_s"],
                 "prefix_shared_batches": m.get("prefix_shared_batches"),
-                "prefix_shared_tokens_mean": m.get("prefix_shared_tokens_mean")}  # fmt: skip
-        if side.startswith("paper"):
+                "prefix_shared_tokens_mean": m.get("prefix_shared_tokens_mean"),
+                "adapter_merged": m.get("adapter_merged"), "precision": m.get("precision")}  # fmt: skip
+        if side.startswith(("paper", "lmeval")):
             line["score_check"] = score_check(args.task, bench_samples, m)
-        elif side != f"bench_b{b}":
-            line["score_check"] = score_check(
-                args.task, m["dir"] / f"samples_{args.task}.jsonl", done[f"paper_b{b}"]
-            )
+        elif "dir" in m and m["dir"] / f"samples_{args.task}.jsonl" != bench_samples:
+            line["score_check"] = score_check(args.task, m["dir"] / f"samples_{args.task}.jsonl", reference)
         lines[side] = line
     return lines
 

@@ -35,10 +35,24 @@ def label(side: str) -> str:
         batch, _, lever = side[7:].partition("_")
         extra = {"": "", "sorted": " + length-sorted batches", "stop": " + bench's early stop"}[lever]
         return f"paper's loop, batch {batch}{extra}"
+    if side.startswith("lmeval_b"):
+        return f"stock lm-eval `hf` (HFLM), batch {side[8:]}"
     if side.endswith("_no_prefix"):
         batch = side[7:].removesuffix("_no_prefix")
         return f"bench (lm-eval worker), batch {batch}, rows prefilled whole (`eval.prefix_reuse: off`)"
-    return f"bench (lm-eval worker, every lever), batch {side[7:]}"
+    if side.endswith("_merged"):
+        batch = side[7:].removesuffix("_merged")
+        return f"bench, batch {batch}, LoRA merged into the base (`eval.merge_adapter: true`)"
+    return f"bench (lm-eval worker, as shipped), batch {side[7:]}"
+
+
+def over_best_baseline(rows: list[dict], bench: str, baselines: list[str]) -> list[float]:
+    """bench's examples/s over the faster of the baselines, per repetition that ran them all."""
+    by_rep = {}
+    for r in rows:
+        by_rep.setdefault(r["rep"], {})[r["side"]] = r.get("examples_per_s")
+    return [round(sides[bench] / max(sides[b] for b in baselines), 3) for sides in by_rep.values()
+            if sides.get(bench) and all(sides.get(b) for b in baselines)]  # fmt: skip
 
 
 def fmt(stats: dict, digits: int = 1) -> str:
@@ -124,16 +138,22 @@ def render(records: list[dict], run_id: str | None = None) -> str:
         ]
     evals = [r for r in rows if r["phase"] == "eval"]
     if evals:
-        ref = next(r["side"] for r in evals if r["side"].startswith("paper") and "_" not in r["side"][6:])
+        b = s.get("eval_batch")
+        ref = f"bench_b{b}"
         checks = [r["score_check"]["scores_identical"] for r in evals if "score_check" in r]
         examples = evals[0]["examples"]
         out += [
             f"Evaluation: {examples} test rows at {s.get('eval_bits')}-bit; scores identical on every side "
             f"and repetition (bench.core.scoring, every scorer): {all(checks) if checks else 'not checked'}.",
             "",
-            *table(evals, "examples_per_s", "examples/s", ref, f"speed-up vs {ref} (per repetition)", False),
+            *table(evals, "examples_per_s", "examples/s", ref, f"{ref} / side (per repetition)", True),
             "",
         ]
+        baselines = [f"paper_b{b}_sorted", f"lmeval_b{b}"]
+        best = measured.median_interval(over_best_baseline(evals, ref, baselines))
+        if best["n"]:
+            out += [f"{ref} over the faster of {' and '.join(baselines)}, per repetition: {fmt(best, 2)}x "
+                    f"({best['n']} repetitions).", ""]  # fmt: skip
     return "\n".join(out)
 
 

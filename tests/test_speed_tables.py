@@ -15,7 +15,7 @@ import tables  # noqa: E402
 HOST = {"cpu_model": "Test CPU", "cpu_count": 2, "cpu_flags": ["avx2"], "torch": "2.13.0", "torch_threads": 2,
         "gpus": [], "git_commit": "abc123", "load_avg_1m": 1.5}  # fmt: skip
 SETTINGS = {"model": "m", "task": "fpb", "bits": "4", "rank": "4", "steps": "6", "batch": "8", "warmup": "2",
-            "eval_bits": "8"}  # fmt: skip
+            "eval_bits": "8", "eval_batch": "8"}  # fmt: skip
 
 
 def line(phase: str, side: str, rep: int, position: int, **values) -> dict:
@@ -57,9 +57,11 @@ def records() -> list[dict]:
            line("train", "plain_random", 1, 0, tokens_per_s=150.0, precision="fp32"),
            line("train", "bench", 1, 1, tokens_per_s=240.0, precision="fp32")]  # fmt: skip
     check = {"scores_identical": True}
-    for rep, (paper, bench) in enumerate([(2.0, 6.0), (4.0, 8.0)]):
+    for rep, (paper, bench, stock) in enumerate([(2.0, 6.0, 3.0), (4.0, 8.0, 5.0)]):
         out += [line("eval", "paper_b8", rep, 0, examples=16, examples_per_s=paper, score_check=check),
-                line("eval", "bench_b8", rep, 1, examples=16, examples_per_s=bench)]  # fmt: skip
+                line("eval", "paper_b8_sorted", rep, 1, examples=16, examples_per_s=paper * 1.5),
+                line("eval", "lmeval_b8", rep, 2, examples=16, examples_per_s=stock),
+                line("eval", "bench_b8", rep, 3, examples=16, examples_per_s=bench)]  # fmt: skip
     return [{"benchmark": "speed", "run_id": "old", "phase": "train", "side": "bench", "rep": 0}] + out
 
 
@@ -73,7 +75,13 @@ def test_the_table_shows_medians_ranges_and_per_repetition_ratios(records):
     # per repetition bench / plain: 200/100 = 2.0 and 240/150 = 1.6 -> median 1.8, range 1.6-2.0
     assert "125.0 [100.0–150.0]" in plain and "1.80 [1.60–2.00]×" in plain
     evals = next(row for row in text.splitlines() if row.startswith("| bench (lm-eval"))
-    assert "7.0 [6.0–8.0]" in evals and "2.50 [2.00–3.00]×" in evals  # 6/2 and 8/4
+    assert "7.0 [6.0–8.0]" in evals and "1 (reference)" in evals
+    paper = next(row for row in text.splitlines() if row.startswith("| paper's loop, batch 8 |"))
+    assert "2.50 [2.00–3.00]×" in paper  # bench / paper per repetition: 6/2 and 8/4
+    stock = next(row for row in text.splitlines() if row.startswith("| stock lm-eval `hf`"))
+    assert "1.80 [1.60–2.00]×" in stock  # 6/3 and 8/5
+    # over the faster baseline per repetition: max(3.0 sorted, 3.0 stock) -> 2.0; max(6.0, 5.0) -> 1.33
+    assert "over the faster of paper_b8_sorted and lmeval_b8, per repetition: 1.67 [1.33–2.00]x" in text
     assert "scores identical on every side and repetition (bench.core.scoring, every scorer): True" in text
     assert "steps 3-6" in text and "load average during the runs 1.5–1.5" in text
 

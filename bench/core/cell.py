@@ -99,9 +99,17 @@ class EvalConfig:
     # a row's numbers depend on its batch (LLM.int8 outlier columns) and the span's pass is a batch of
     # one. "always": at every eval_bits; "off": every row prefilled whole (the ablation).
     prefix_reuse: str = "exact"
+    # The cell's LoRA merged into the base's weights for its evaluation (bench.workers.merge): each
+    # adapted layer runs one matmul instead of three. At eval_bits 16 only (merging into a quantized
+    # base would requantize it). Off by default: W + s*B*A rounds differently from W*x + s*B*(A*x), so a
+    # near-tie may decode another token (benchmarks/speed.py's merged side counts the rows); on, it
+    # enters the key. The base is restored bit for bit before the next cell on it.
+    merge_adapter: bool = False
 
 
-LATER_EVAL_FIELDS = {"protocol": "bench", "seed": None, "precision": "bf16", "prefix_reuse": "exact"}
+LATER_EVAL_FIELDS = {
+    "protocol": "bench", "seed": None, "precision": "bf16", "prefix_reuse": "exact", "merge_adapter": False,
+}  # fmt: skip
 LATER_TRAIN_FIELDS = {
     "weight_decay": 0.0, "var_freeze_step": None, "method": "lora",
     "loss_logits": "targets", "batching": "length_grouped", "warmup_ratio": 0.0,

@@ -321,7 +321,7 @@ def _cell(ctx, values, models, defaults, overrides, named, task_files) -> Cell:
     variant = with_protocol(ctx, evals, values, "__".join(parts))
     base = values["bits"] is None
     train_config = None if base else _validated_train(ctx, TrainConfig(**train), values)
-    eval_config = _validated_eval(ctx, EvalConfig(**evals))
+    eval_config = _validated_eval(ctx, EvalConfig(**evals), values)
     cell = expand.build_cell(models[values["model"]], values, train_config, eval_config, cell_fields, variant,
                              carried)  # fmt: skip
     used = [task_files[t] for t in _tasks_of(values["task"]) if t in task_files]
@@ -360,7 +360,7 @@ def _validated_train(ctx: _Context, config: TrainConfig, values: dict) -> TrainC
     return replace(config)
 
 
-def _validated_eval(ctx: _Context, config: EvalConfig) -> EvalConfig:
+def _validated_eval(ctx: _Context, config: EvalConfig, values: dict) -> EvalConfig:
     if config.scorer not in SCORERS:
         ctx.fail("eval.scorer", f"{config.scorer!r} is not one of {', '.join(SCORERS)}")
     if config.precision not in PRECISIONS:
@@ -373,6 +373,9 @@ def _validated_eval(ctx: _Context, config: EvalConfig) -> EvalConfig:
         ctx.fail("eval.bootstrap", "must be 0 (off) or a positive number of resamples")
     if config.prefix_reuse not in PREFIX_REUSE:
         ctx.fail("eval.prefix_reuse", f"{config.prefix_reuse!r} is not one of {', '.join(PREFIX_REUSE)}")
+    if config.merge_adapter and values.get("eval_bits") != 16:
+        ctx.fail("eval.merge_adapter", f"merges into a 16-bit base only, and this cell evaluates at "
+                 f"{values.get('eval_bits')} bits; use eval_bits: [16] or merge_adapter: false")  # fmt: skip
     return config
 
 

@@ -38,6 +38,7 @@ from bench.workers.measure import (
     reset_torch_peaks,
     torch_peaks_gb,
 )
+from bench.workers.merge import merge_exactly, unmerge_exactly
 from bench.workers.prefix import eval_reuse
 from bench.workers.protocol import failure, parse_args, progress, read_cell, write_outcome
 
@@ -122,6 +123,7 @@ def with_adapter(model, cell, adapter_dir: Path):
     if reason:
         raise ValueError(reason)
     with Clock() as clock:
+        unmerge_exactly(model)  # the previous cell's merge, if it had one: the base as loaded again
         if cell.is_base:
             if isinstance(model, PeftModel):  # a base row after an adapter: unwrap, adapters removed
                 model = model.unload()
@@ -132,6 +134,8 @@ def with_adapter(model, cell, adapter_dir: Path):
             model.load_adapter(adapter_dir, adapter_name=cell.key)
             model.set_adapter(cell.key)
             model.delete_adapter(previous)
+        if cell.eval.merge_adapter and not cell.is_base:  # the matrix allows it at eval_bits 16 only
+            merge_exactly(model)
         model.eval()
     return model, clock.seconds
 
@@ -195,6 +199,7 @@ def evaluate_cell(
         prefix_shared_tokens_mean=round(sum(spans) / len(spans), 2) if spans else None,
         precision=chosen.dtype,
         precision_reason=chosen.reason,
+        adapter_merged=bool(cell.eval.merge_adapter and not cell.is_base),
         memory=memory_fields([p[0] for p in peaks], [p[1] for p in peaks], sampler.peaks_gb(), sampler.error,
                              [peak_rss_gb()]),
     )  # fmt: skip
