@@ -198,3 +198,21 @@ def _running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_the_console_line_shows_the_cells_own_scorer(tmp_path):
+    """A cell scored strict shows its strict accuracy, as its report does, not the finlora one."""
+    from dataclasses import replace
+
+    from bench.core.records import Phase
+    from bench.orchestration.runner import summary
+
+    raw = {"name": "m", "models": {"t": {"source": "tiny"}},
+           "axes": {"model": ["t"], "quant": [{"bits": 4, "rank": 4}], "task": ["fpb"]},
+           "eval": {"scorer": "strict"}}  # fmt: skip
+    (cell,) = [c for c in parse(raw, tmp_path / "m.yaml").cells]
+    scores = [{"task": "fpb", "scorer": "finlora", "accuracy": 0.433},
+              {"task": "fpb", "scorer": "strict", "accuracy": 0.267}]  # fmt: skip
+    record = replace(RunRecord(cell.key, cell.id, cell.to_dict(), Phase.EVAL, Status.OK, "t0", "t1", 2.0),
+                     scores=scores)  # fmt: skip
+    assert summary(record) == "ok in 2s, fpb acc 0.267 (strict)"

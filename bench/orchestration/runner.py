@@ -118,8 +118,9 @@ def summary(record: RunRecord) -> str:
         return f"{text}, loss {m.get('train_loss_first', 0):.3f} -> {m.get('train_loss_last', 0):.3f}, " + (
             f"{m.get('tokens_per_s', 0):.0f} tokens/s"
         )
-    parts = [f"{s['task']} acc {s['accuracy']:.3f}" for s in record.scores if s.get("scorer") == "finlora"]
-    return f"{text}, " + ", ".join(parts)
+    scorer = (record.cell.get("eval") or {}).get("scorer", "finlora")  # the cell's primary, as the report's
+    parts = [f"{s['task']} acc {s['accuracy']:.3f}" for s in record.scores if s.get("scorer") == scorer]
+    return f"{text}, " + ", ".join(parts) + f" ({scorer})"
 
 
 class exclusive_run:
