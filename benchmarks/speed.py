@@ -80,6 +80,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--train-limit", type=int, default=320)
     p.add_argument("--max-seq-len", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lora-dropout", type=float, default=None,
+                   help="every side's LoRA dropout (default: bench's, 0.1); 0 lets prefix_reuse: exact share")
     p.add_argument("--train-sides", default=",".join(TRAIN_SIDES), help="comma list of the sides above")
     p.add_argument("--eval-limit", type=int, default=64, help="test rows (FPB has 1212); 0 = all")
     p.add_argument("--eval-batch", type=int, default=8, help="the batch of the like-for-like comparison")
@@ -110,13 +112,14 @@ def cell_for(args, work: Path, train: dict, eval_batch: int):
     from bench.core.matrix import parse
 
     source = args.model if not Path(args.model).exists() else str(Path(args.model).resolve())
+    dropout = {} if args.lora_dropout is None else {"lora_dropout": args.lora_dropout}
     raw = {
         "name": "speed",
         "models": {"m": {"source": source}},
         "axes": {"model": ["m"], "quant": [{"bits": args.bits, "rank": args.rank}], "task": [args.task],
                  "gpus": [1], "eval_bits": [args.eval_bits]},
         "train": {"max_steps": args.steps, "train_limit": args.train_limit, "batch_per_gpu": args.batch,
-                  "max_seq_len": args.max_seq_len, "lr": args.lr, "optimizer": "adamw", **train},
+                  "max_seq_len": args.max_seq_len, "lr": args.lr, "optimizer": "adamw", **dropout, **train},
         "eval": {"limit": args.eval_limit or None, "batch_size": eval_batch, "bootstrap": 0},
     }  # fmt: skip
     (cell,) = parse(raw, work / "speed.yaml").cells
