@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 from bench.core.precision import PRECISIONS
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: the sibling module
+from paper_eval import compute  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -36,12 +40,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def dtype_name(precision: str) -> str:
-    """The dtype bench computes in for this --precision (bench.core.precision), as HFLM's `dtype`."""
-    from bench.models.loading import compute_dtype
-
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return "bfloat16" if compute_dtype(device, precision) == torch.bfloat16 else "float32"
+def dtype_name(args) -> str:
+    """The dtype bench computes in for this --precision (paper_eval.compute), as HFLM's `dtype`."""
+    return "bfloat16" if compute(args) == torch.bfloat16 else "float32"
 
 
 def main(argv=None) -> int:
@@ -52,7 +53,7 @@ def main(argv=None) -> int:
     from bench.core.catalog import TASKS_DIR
 
     args = parse_args(argv)
-    dtype = dtype_name(args.precision)
+    dtype = dtype_name(args)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     lm = HFLM(pretrained=args.model, peft=args.adapter, dtype=dtype, batch_size=args.batch, device=device)
     manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False,

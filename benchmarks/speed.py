@@ -91,7 +91,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="16 by default: under 8-bit (LLM.int8) a row's numbers depend on the rows batched with it",
     )  # fmt: skip
     p.add_argument("--eval-sides", type=lambda v: v.split(","), default=None,
-                   help="comma list of evaluation sides (names as in the docstring, B filled in); default all")
+                   help="comma list of evaluation sides (the docstring's names, B filled in); default all")
     p.add_argument("--repeats", type=int, default=3, help="training repetitions")
     p.add_argument("--eval-repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=2, help="torch threads, the same for every side")
@@ -221,8 +221,6 @@ def eval_runs(args, launcher, source: str, work: Path) -> list[tuple[str, object
         model=source, adapter=adapter, data_dir=args.data_dir, task=args.task, batch=b,
         precision=shipped.eval.precision,
     ) + (flags(limit=args.eval_limit) if args.eval_limit else [])  # fmt: skip
-    if args.eval_bits != 16:
-        raise SystemExit("the stock lm-eval side runs at 16 bits (--eval-bits 16)")
     runs = [
         (f"paper_b{b}", lambda: script("paper_eval.py", work / "paper.json", *paper)),
         (
@@ -230,11 +228,14 @@ def eval_runs(args, launcher, source: str, work: Path) -> list[tuple[str, object
             lambda: script("paper_eval.py", work / "paper.json", *paper, "--sort-by-length"),
         ),
         (f"paper_b{b}_stop", lambda: script("paper_eval.py", work / "paper.json", *paper, "--stop-early")),
-        (f"lmeval_b{b}", lambda: script("lmeval_stock.py", work / "lmeval.json", *stock)),
     ]
+    if args.eval_bits == 16:  # HFLM loads the 16-bit base here; its quantized loading is not this script's
+        runs.append((f"lmeval_b{b}", lambda: script("lmeval_stock.py", work / "lmeval.json", *stock)))
     variants = [(b, "always", False), (b, "off", False), (b, "always", True)]
     for batch, reuse, merge in variants + ([(big, "always", False)] if big else []):
-        settings = dataclasses.replace(shipped.eval, batch_size=batch, prefix_reuse=reuse, merge_adapter=merge)
+        settings = dataclasses.replace(
+            shipped.eval, batch_size=batch, prefix_reuse=reuse, merge_adapter=merge
+        )
         cell = dataclasses.replace(shipped, eval=settings)
         cell_dir = launcher.cell_dir(Step(cell, "eval"))
         if cell.key != shipped.key:  # the same adapter under every batch size
@@ -262,7 +263,7 @@ def eval_lines(args, done: dict) -> dict:
                 "adapter_merged": m.get("adapter_merged"), "precision": m.get("precision")}  # fmt: skip
         if side.startswith(("paper", "lmeval")):
             line["score_check"] = score_check(args.task, bench_samples, m)
-        elif "dir" in m and m["dir"] / f"samples_{args.task}.jsonl" != bench_samples:
+        elif side != f"bench_b{args.eval_batch}":
             line["score_check"] = score_check(args.task, m["dir"] / f"samples_{args.task}.jsonl", reference)
         lines[side] = line
     return lines

@@ -49,9 +49,8 @@ def weights(model) -> dict[str, torch.Tensor]:
     from peft import PeftModel
 
     inner = model.get_base_model() if isinstance(model, PeftModel) else model
-    return {
-        k.replace(".base_layer", ""): v.detach().clone() for k, v in inner.state_dict().items() if "lora_" not in k
-    }
+    state = inner.state_dict()
+    return {k.replace(".base_layer", ""): v.detach().clone() for k, v in state.items() if "lora_" not in k}
 
 
 def test_a_merged_adapter_computes_the_same_logits_and_the_base_comes_back_exactly(tmp_path):

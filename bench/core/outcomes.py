@@ -125,7 +125,7 @@ class EvalMetrics:
     # The 16-bit parts' compute dtype, "bf16" or "fp32", and why (bench.core.precision).
     precision: str | None = None
     precision_reason: str | None = None
-    adapter_merged: bool | None = None  # eval.merge_adapter: the LoRA merged into the base (bench.workers.merge)
+    adapter_merged: bool | None = None  # eval.merge_adapter: LoRA merged into the base (bench.workers.merge)
 
 
 @dataclass(frozen=True)
