@@ -18,7 +18,7 @@ from bench.workers.examples import (
     make_batch,
     target_loss,
 )
-from bench.workers.prefix import MIN_SHARED_TOKENS, batch_loss, off_reason, shared_span
+from bench.workers.prefix import MIN_SHARED_TOKENS, batch_loss, off_reason, packable, shared_loss, shared_span
 
 INSTRUCTION = [1] + list(range(5, 5 + 23))  # BOS and a 23-token "instruction": 24 shared tokens
 
@@ -48,10 +48,10 @@ def rows(lead: list[int]) -> list[Encoded]:
     return out
 
 
-def loss_and_grads(model, examples, shared: int, sliced: bool):
+def loss_and_grads(model, examples, shared: int, sliced: bool, loss_fn=batch_loss):
     model.zero_grad()
     batch = make_batch(examples, pad_id=0, device=torch.device("cpu"), shared=shared)
-    loss = batch_loss(model, batch, sliced)
+    loss = loss_fn(model, batch, sliced)
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
     return loss.item(), grads
@@ -59,15 +59,18 @@ def loss_and_grads(model, examples, shared: int, sliced: bool):
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])  # sdpa: what build_model gets by default
 @pytest.mark.parametrize("sliced", [True, False])
-def test_shared_span_gives_the_loss_and_lora_gradients_of_whole_rows(attention, sliced):
+@pytest.mark.parametrize("path", ["as_chosen", "cached"])  # sliced on sdpa/eager: packed into one row
+def test_shared_span_gives_the_loss_and_lora_gradients_of_whole_rows(attention, sliced, path):
     model = tiny_lora_llama(attention)
     if sliced and not keeps_logits(model):
         pytest.skip("this transformers has no per-row logits_to_keep")
+    assert packable(model)
     examples = rows(INSTRUCTION)
     assert shared_span(examples) == len(INSTRUCTION)
     whole_loss, whole = loss_and_grads(model, examples, 0, sliced)
-    shared_loss, shared = loss_and_grads(model, examples, len(INSTRUCTION), sliced)
-    assert shared_loss == pytest.approx(whole_loss, rel=1e-5)
+    loss_fn = batch_loss if path == "as_chosen" else shared_loss  # the cached prefix pass (flash-attention)
+    shared_loss_value, shared = loss_and_grads(model, examples, len(INSTRUCTION), sliced, loss_fn)
+    assert shared_loss_value == pytest.approx(whole_loss, rel=1e-5)
     assert whole.keys() == shared.keys() and len(whole) == 12  # A and B of q, k, v in 2 layers
     worst = 0.0
     for name, grad in whole.items():
@@ -75,7 +78,8 @@ def test_shared_span_gives_the_loss_and_lora_gradients_of_whole_rows(attention, 
         relative = ((shared[name] - grad).norm() / grad.norm()).item()
         assert relative < 1e-5, f"{name}: relative difference {relative:.2e}"
         worst = max(worst, relative)
-    print(f"loss {whole_loss:.8f} vs {shared_loss:.8f} (relative {abs(shared_loss / whole_loss - 1):.1e}); "
+    print(f"loss {whole_loss:.8f} vs {shared_loss_value:.8f} "
+          f"(relative {abs(shared_loss_value / whole_loss - 1):.1e}); "
           f"largest relative gradient difference {worst:.1e}")
 
 

@@ -180,6 +180,7 @@ class Batch:
     tokens: int  # real (non-pad) tokens, counted on the host: no device sync
     rows: int
     shared: int = 0  # leading tokens every row has, computed once (bench.workers.prefix); 0: none
+    lengths: tuple[int, ...] = ()  # each row's real tokens, on the host (packing needs no device sync)
 
 
 def make_batch(examples: list[Encoded], pad_id: int, device: torch.device, shared: int = 0) -> Batch:
@@ -198,6 +199,7 @@ def make_batch(examples: list[Encoded], pad_id: int, device: torch.device, share
         tokens=sum(len(e.input_ids) for e in examples),
         rows=len(examples),
         shared=shared,
+        lengths=tuple(len(e.input_ids) for e in examples),
     )
 
 

@@ -78,9 +78,58 @@ def cache_keyword(base) -> str | None:
     return next((k for k in ("cache", "past_key_values") if k in names), None)
 
 
+# Attention implementations that take a custom 4D additive mask as it is (flash-attention takes none).
+PACKABLE_ATTENTION = ("sdpa", "eager")
+
+
 def batch_loss(model, batch: Batch, sliced: bool) -> torch.Tensor:
-    """target_loss, with the batch's shared span computed once where it has one."""
-    return shared_loss(model, batch, sliced) if batch.shared else target_loss(model, batch, sliced)
+    """target_loss, with the batch's shared span computed once where it has one: packed into one row
+    where the model takes a custom mask (sliced logits), else as a cached prefix pass."""
+    if not batch.shared:
+        return target_loss(model, batch, sliced)
+    return packed_loss(model, batch) if sliced and packable(model) else shared_loss(model, batch, sliced)
+
+
+def packable(model) -> bool:
+    base = model.module if hasattr(model, "module") else model  # the DeepSpeed engine's peft model
+    base = base.get_base_model() if hasattr(base, "get_base_model") else base
+    return getattr(base.config, "_attn_implementation", None) in PACKABLE_ATTENTION
+
+
+def packed_layout(batch: Batch, device: torch.device):
+    """One row [span, rest of row 0, rest of row 1, ...]: its token indices into the flattened batch,
+    its positions (each rest continues after the span) and which key each query sees: the span and its
+    own row's earlier tokens, as the whole row would."""
+    n, width = batch.shared, batch.inputs["input_ids"].shape[1]
+    rests = [length - n for length in batch.lengths]
+    starts = [n + sum(rests[:i]) for i in range(len(rests))]  # where each row's rest sits in the pack
+    index = torch.cat([torch.arange(n)] + [torch.arange(i * width + n, i * width + n + r)
+                                           for i, r in enumerate(rests)])  # fmt: skip
+    positions = torch.cat([torch.arange(n)] + [torch.arange(n, n + r) for r in rests])
+    segment = torch.cat([torch.full((n,), -1)] + [torch.full((r,), i) for i, r in enumerate(rests)])
+    causal = positions.new_ones(len(index), len(index), dtype=torch.bool).tril()
+    visible = causal & ((segment[None, :] == -1) | (segment[None, :] == segment[:, None]))
+    offsets = torch.tensor(starts) - n  # a row's position p (>= n) sits at p + offset in the pack
+    return [t.to(device) for t in (index, positions, visible, offsets)]
+
+
+def packed_loss(model, batch: Batch) -> torch.Tensor:
+    """The loss target_loss computes (sliced logits), the shared span once: all rows packed into one
+    sequence under a mask, so every layer runs one matmul of span + remainders (one dequantization of
+    a 4-bit weight, one well-shaped product) where the cached prefix pass runs two, the first of only
+    the span's few rows. Measured on SmolLM2-135M 4-bit, 8 FPB-like rows: 1.24x the whole rows where
+    the cached prefix pass gives 1.14x. The extra attention (span + every rest as one masked sequence)
+    grows with the square of the pack, small beside the linear layers at FinLoRA's lengths."""
+    ids = batch.inputs["input_ids"]
+    index, positions, visible, offsets = packed_layout(batch, ids.device)
+    dtype = model.get_input_embeddings().weight.dtype
+    mask = torch.zeros(visible.shape, dtype=dtype, device=ids.device)
+    mask.masked_fill_(~visible, torch.finfo(dtype).min)  # additive: what eager and sdpa both take
+    # Filler positions (0, target IGNORE) would fall before the row's rest: clamped, still IGNORE.
+    keep = (batch.positions + offsets[:, None]).clamp(min=0).reshape(1, -1)
+    logits = model(input_ids=ids.flatten()[index][None], attention_mask=mask[None, None],
+                   position_ids=positions[None], logits_to_keep=keep).logits  # fmt: skip
+    return F.cross_entropy(logits.float().flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE)
 
 
 def shared_loss(model, batch: Batch, sliced: bool) -> torch.Tensor:
