@@ -18,7 +18,15 @@ from bench.workers.examples import (
     make_batch,
     target_loss,
 )
-from bench.workers.prefix import MIN_SHARED_TOKENS, batch_loss, off_reason, packable, shared_loss, shared_span
+from bench.workers.prefix import (
+    MIN_SHARED_TOKENS,
+    batch_loss,
+    off_reason,
+    packable,
+    packed_loss,
+    shared_loss,
+    shared_span,
+)
 
 INSTRUCTION = [1] + list(range(5, 5 + 23))  # BOS and a 23-token "instruction": 24 shared tokens
 
@@ -59,16 +67,18 @@ def loss_and_grads(model, examples, shared: int, sliced: bool, loss_fn=batch_los
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])  # sdpa: what build_model gets by default
 @pytest.mark.parametrize("sliced", [True, False])
-@pytest.mark.parametrize("path", ["as_chosen", "cached"])  # sliced on sdpa/eager: packed into one row
+@pytest.mark.parametrize("path", ["packed", "cached"])  # cached: flash-attention, or all-position logits
 def test_shared_span_gives_the_loss_and_lora_gradients_of_whole_rows(attention, sliced, path):
     model = tiny_lora_llama(attention)
     if sliced and not keeps_logits(model):
         pytest.skip("this transformers has no per-row logits_to_keep")
+    if path == "packed" and not sliced:
+        pytest.skip("packing computes logits at the loss positions only")
     assert packable(model)
     examples = rows(INSTRUCTION)
     assert shared_span(examples) == len(INSTRUCTION)
     whole_loss, whole = loss_and_grads(model, examples, 0, sliced)
-    loss_fn = batch_loss if path == "as_chosen" else shared_loss  # the cached prefix pass (flash-attention)
+    loss_fn = (lambda m, b, _: packed_loss(m, b)) if path == "packed" else shared_loss
     shared_loss_value, shared = loss_and_grads(model, examples, len(INSTRUCTION), sliced, loss_fn)
     assert shared_loss_value == pytest.approx(whole_loss, rel=1e-5)
     assert whole.keys() == shared.keys() and len(whole) == 12  # A and B of q, k, v in 2 layers
@@ -78,6 +88,9 @@ def test_shared_span_gives_the_loss_and_lora_gradients_of_whole_rows(attention, 
         relative = ((shared[name] - grad).norm() / grad.norm()).item()
         assert relative < 1e-5, f"{name}: relative difference {relative:.2e}"
         worst = max(worst, relative)
+    if path == "packed":  # what bench trains with here: batch_loss chooses the packed row
+        batch = make_batch(examples, pad_id=0, device=torch.device("cpu"), shared=len(INSTRUCTION))
+        assert batch_loss(model, batch, True).item() == shared_loss_value
     print(f"loss {whole_loss:.8f} vs {shared_loss_value:.8f} "
           f"(relative {abs(shared_loss_value / whole_loss - 1):.1e}); "
           f"largest relative gradient difference {worst:.1e}")

@@ -186,6 +186,7 @@ class Batch:
 def make_batch(examples: list[Encoded], pad_id: int, device: torch.device, shared: int = 0) -> Batch:
     inputs = collate(examples, pad_id)
     positions, targets = loss_targets(examples)
+    lengths = tuple(len(e.input_ids) for e in examples)
     pin = device.type == "cuda"
 
     def move(t: torch.Tensor) -> torch.Tensor:
@@ -196,10 +197,10 @@ def make_batch(examples: list[Encoded], pad_id: int, device: torch.device, share
         inputs={k: move(v) for k, v in inputs.items()},
         positions=move(positions),
         targets=move(targets),
-        tokens=sum(len(e.input_ids) for e in examples),
+        tokens=sum(lengths),
         rows=len(examples),
         shared=shared,
-        lengths=tuple(len(e.input_ids) for e in examples),
+        lengths=lengths,
     )
 
 
