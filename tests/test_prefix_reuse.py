@@ -188,21 +188,44 @@ def left_padded(prompts: list[list[int]], pad: int) -> tuple[torch.Tensor, torch
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_generation_with_the_span_prefilled_once_gives_the_same_tokens(attention):
-    from bench.workers.prefix import first_loss_position, prefilled_cache, shared_context, with_span_first
+def test_generation_with_the_span_prefilled_once_per_cell_gives_the_same_tokens(attention):
+    """Two generate() batches of one task: the span is computed for the first and reused by the
+    second, and each batch's tokens are those of its whole rows."""
+    from bench.workers.prefix import SpanCaches, first_loss_position, shared_context, with_span_first
 
     model = tiny_lora_llama(attention).eval()
     prompts = [e.input_ids[: first_loss_position(e) + 1] for e in rows(INSTRUCTION)]
-    ids, mask = left_padded(prompts, pad=0)
-    n = shared_context(ids, mask)
-    assert n == len(INSTRUCTION)
     settings = {"max_new_tokens": 8, "do_sample": False, "pad_token_id": 0, "eos_token_id": None}
-    whole = model.generate(input_ids=ids, attention_mask=mask, **settings)
-    moved, attended = with_span_first(ids, mask, n)
-    keyword, cache = prefilled_cache(model, moved[:1, :n], len(prompts))
-    shared = model.generate(input_ids=moved, attention_mask=attended, **{keyword: cache}, **settings)
-    assert torch.equal(shared[:, ids.shape[1] :], whole[:, ids.shape[1] :])  # what lm-eval keeps
-    assert cache.get_seq_length() == shared.shape[1] - 1  # generate() decoded on the prefilled cache
+    caches = SpanCaches()
+    for batch in (prompts[:2], prompts[2:]):
+        ids, mask = left_padded(batch, pad=0)
+        n = caches.span_for(ids[0][mask[0].bool()][: shared_context(ids, mask)].tolist())
+        assert n == len(INSTRUCTION)
+        whole = model.generate(input_ids=ids, attention_mask=mask, **settings)
+        moved, attended = with_span_first(ids, mask, n)
+        keyword, cache = caches.cache_for(model, moved[:1, :n], len(batch))
+        shared = model.generate(input_ids=moved, attention_mask=attended, **{keyword: cache}, **settings)
+        assert torch.equal(shared[:, ids.shape[1] :], whole[:, ids.shape[1] :])  # what lm-eval keeps
+        assert cache.get_seq_length() == shared.shape[1] - 1  # generate() decoded on the prefilled cache
+    assert caches.computed == 1
+    (kept,) = (cache for _, cache in caches.kept.values())
+    assert kept.get_seq_length() == len(INSTRUCTION)  # the batches' decoding left the kept span as it was
+
+
+def test_a_kept_span_serves_batches_that_share_more_and_new_spans_are_kept_up_to_capacity():
+    from bench.workers.prefix import SpanCaches
+
+    model = tiny_lora_llama("sdpa").eval()
+    caches = SpanCaches(capacity=2)
+    span = torch.tensor([INSTRUCTION])
+    caches.cache_for(model, span, rows=3)
+    assert caches.span_for(INSTRUCTION + [40, 41]) == len(INSTRUCTION)  # the kept span, no new pass
+    other = [1] + list(range(60, 80))
+    assert caches.span_for(other) == len(other)  # nothing kept begins it: all of it, a new pass
+    for lead in (other, [1] + list(range(30, 50))):
+        caches.cache_for(model, torch.tensor([lead]), rows=2)
+    assert caches.computed == 3 and len(caches.kept) == 2
+    assert tuple(INSTRUCTION) not in caches.kept  # the least recently used went first
 
 
 def test_generation_batches_without_a_long_common_span_are_not_shared():

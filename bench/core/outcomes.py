@@ -119,9 +119,11 @@ class EvalMetrics:
     memory: MemoryMetrics
     prompt_format: str = "raw"  # raw | chat (bench.core.cell.PROMPT_FORMATS): how the prompts were given
     # eval.prefix_reuse (bench.workers.prefix): generate() batches whose shared span was prefilled once,
-    # and that span's mean length in tokens (None: no batch shared one, or reuse was off).
+    # and that span's mean length in tokens (None: no batch shared one, or reuse was off); and how many
+    # prefill passes those spans took (one per distinct span: later batches reuse its keys/values).
     prefix_shared_batches: int | None = None
     prefix_shared_tokens_mean: float | None = None
+    prefix_span_passes: int | None = None
     # The 16-bit parts' compute dtype, "bf16" or "fp32", and why (bench.core.precision).
     precision: str | None = None
     precision_reason: str | None = None

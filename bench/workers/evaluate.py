@@ -197,6 +197,7 @@ def evaluate_cell(
         prompt_format=cell.prompt_format,
         prefix_shared_batches=len(spans) if lm.prefix_reuse else None,
         prefix_shared_tokens_mean=round(sum(spans) / len(spans), 2) if spans else None,
+        prefix_span_passes=lm.span_caches.computed if lm.prefix_reuse else None,
         precision=chosen.dtype,
         precision_reason=chosen.reason,
         adapter_merged=bool(cell.eval.merge_adapter and not cell.is_base),

@@ -14,7 +14,7 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils_hf import stop_sequences_criteria
 
 from bench.core.scoring import answer_complete
-from bench.workers.prefix import prefilled_cache, shared_context, with_span_first
+from bench.workers.prefix import SpanCaches, shared_context, with_span_first
 from bench.workers.protocol import event
 
 
@@ -49,6 +49,7 @@ class BenchLM(HFLM):
         self.eos_policy, self.stop_early, self.prefix_reuse = eos_policy, stop_early, prefix_reuse
         self.cell_id, self.rows_total, self.rows_done = cell_id, 0, 0
         self.shared_spans: list[int] = []  # per generate() batch that shared a span: its tokens
+        self.span_caches = SpanCaches()  # the spans prefilled so far, for the batches after them
 
     def generate_until(self, requests, disable_tqdm: bool = False):
         # lm-eval hands over every generation request of the cell at once: that is the bar's total.
@@ -86,14 +87,17 @@ class BenchLM(HFLM):
 
     def _span_once(self, context, generation_kwargs: dict) -> tuple[torch.Tensor, dict]:
         """With eval.prefix_reuse, the span every row of the batch begins with (the task's instruction)
-        is prefilled once and its keys/values handed to generate() for every row (bench.workers.prefix);
-        the rows come back as [span, padding, rest], the width lm-eval cuts the continuation at kept."""
+        is prefilled once per cell and its keys/values handed to generate() for every row of every batch
+        that begins with it (bench.workers.prefix.SpanCaches); the rows come back as [span, padding,
+        rest], the width lm-eval cuts the continuation at kept."""
         mask = generation_kwargs.get("attention_mask")
         n = shared_context(context, mask) if self.prefix_reuse and mask is not None else 0
         if not n:
             return context, generation_kwargs
+        pad = int((mask[0] == 0).long().cumprod(dim=0).sum())  # row 0's left padding
+        n = self.span_caches.span_for(context[0, pad : pad + n].tolist())
         ids, attended = with_span_first(context, mask, n)
-        keyword, cache = prefilled_cache(self.model, ids[:1, :n], ids.shape[0])
+        keyword, cache = self.span_caches.cache_for(self.model, ids[:1, :n], ids.shape[0])
         self.shared_spans.append(n)
         return ids, {**generation_kwargs, "attention_mask": attended, keyword: cache}
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from copy import deepcopy
 
 import torch
 import torch.nn.functional as F
@@ -186,13 +187,42 @@ def with_span_first(context: torch.Tensor, mask: torch.Tensor, n: int) -> tuple[
     return ids, attended
 
 
-def prefilled_cache(model, span: torch.Tensor, rows: int):
-    """The keys/values of `span` (1, n), computed once, repeated for `rows` rows; and the keyword that
-    hands them to generate()."""
+def span_cache(model, span: torch.Tensor):
+    """The keyword that hands a cache to generate(), and `span`'s (1, n) keys/values."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     keyword = cache_keyword(base)
     with torch.no_grad():
         out = model(input_ids=span, attention_mask=torch.ones_like(span), use_cache=True, logits_to_keep=1)
-    cache = getattr(out, keyword)
-    cache.batch_repeat_interleave(rows)
-    return keyword, cache
+    return keyword, getattr(out, keyword)
+
+
+class SpanCaches:
+    """The shared spans one evaluation has prefilled, kept for its later batches: every batch of a task
+    begins with the same instruction, so its keys/values are computed once per cell, not once per
+    batch. Each batch gets its own copy, repeated to its rows (generate() appends to the cache it is
+    handed); the kept one stays as computed, so every batch sees the values a fresh prefill gives
+    (the same one-row forward pass). Kept per BenchLM, that is per cell: an adapter swap or merge
+    starts a new one. At most `capacity` spans, the least recently used dropped first."""
+
+    def __init__(self, capacity: int = 8):
+        self.capacity, self.kept, self.computed = capacity, {}, 0
+
+    def span_for(self, common: list[int]) -> int:
+        """How many of the batch's `common` leading tokens to share: the longest kept span they begin
+        with (no pass at all), else all of them (a new pass, kept)."""
+        kept = [len(k) for k in self.kept if len(k) <= len(common) and tuple(common[: len(k)]) == k]
+        return max(kept, default=len(common))
+
+    def cache_for(self, model, span: torch.Tensor, rows: int):
+        """generate()'s keyword and a cache holding `span`'s (1, n) keys/values for each of `rows`."""
+        key = tuple(span[0].tolist())
+        if key not in self.kept:
+            self.kept[key] = span_cache(model, span)
+            self.computed += 1
+            if len(self.kept) > self.capacity:
+                self.kept.pop(next(iter(self.kept)))
+        keyword, cache = self.kept.pop(key)
+        self.kept[key] = (keyword, cache)  # most recently used last
+        copy = deepcopy(cache)
+        copy.batch_repeat_interleave(rows)
+        return keyword, copy
