@@ -121,8 +121,28 @@ def test_reuse_is_off_when_switched_off_inexact_under_dropout_or_layers_are_chec
     assert off_reason(model, "off") == "train.prefix_reuse: off"
     assert "one dropout mask for all its rows" in off_reason(model, "exact", 0.1)
     model.get_base_model().gradient_checkpointing_enable()
-    assert "gradient checkpointing" in off_reason(model, "exact")
+    assert "gradient checkpointing" in off_reason(model, "exact")  # all logits: the cached prefix pass
     assert "gradient checkpointing" in off_reason(model, "always")
+    assert off_reason(model, "exact", sliced=True) is None  # the packed row keeps no cache
+
+
+def test_the_packed_row_under_gradient_checkpointing_gives_the_gradients_of_whole_rows():
+    """Checkpointed layers rerun in the backward pass; the packed row keeps no cache, so they recompute
+    the same span + remainders and the LoRA gradients are those of the whole rows, unchecked."""
+    model = tiny_lora_llama("sdpa")
+    if not keeps_logits(model):
+        pytest.skip("this transformers has no per-row logits_to_keep")
+    examples = rows(INSTRUCTION)
+    whole_loss, whole = loss_and_grads(model, examples, 0, True)
+    model.get_base_model().gradient_checkpointing_enable()
+    model.enable_input_require_grads()  # as prepare_model_for_kbit_training: reentrant checkpoints need it
+    assert off_reason(model, "exact", sliced=True) is None
+    packed_value, packed = loss_and_grads(model, examples, len(INSTRUCTION), True)
+    assert packed_value == pytest.approx(whole_loss, rel=1e-5)
+    assert whole.keys() == packed.keys() and len(whole) == 12
+    for name, grad in whole.items():
+        assert grad.norm() > 0, name
+        assert ((packed[name] - grad).norm() / grad.norm()).item() < 1e-5, name
 
 
 def test_evaluation_shares_where_its_tokens_stay_the_same():
@@ -177,6 +197,9 @@ def test_flops_count_the_shared_span_once():
     assert shared.base_forward == pytest.approx(whole.base_forward * computed / tokens)
     assert shared.lm_head == whole.lm_head + step.batch([1], 1).lm_head  # the span's one logit row
     assert 0 < shared.attention < whole.attention
+    packed = batch_flops(step, examples, True, len(INSTRUCTION), packed=True)
+    assert packed.lm_head == whole.lm_head  # the packed row computes no logit in the span
+    assert packed.base_forward == shared.base_forward and packed.attention == shared.attention
 
 
 def left_padded(prompts: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -47,17 +47,21 @@ def shared_span(examples: list[Encoded]) -> int:
     return span if span >= MIN_SHARED_TOKENS else 0
 
 
-def off_reason(model, setting: str, lora_dropout: float = 0.0) -> str | None:
+def off_reason(model, setting: str, lora_dropout: float = 0.0, sliced: bool = False) -> str | None:
     """Why prefix reuse does not run on this (peft-wrapped) model under train.prefix_reuse `setting`
-    (bench.core.cell.PREFIX_REUSE), or None where it runs."""
+    (bench.core.cell.PREFIX_REUSE), or None where it runs. `sliced`: the loss takes logits at the loss
+    positions only, so batch_loss packs the batch where the attention takes a custom mask."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if setting == "off":
         return "train.prefix_reuse: off"
     # is_activation_checkpointing: transformers' new name; is_gradient_checkpointing before it.
     checkpointed = getattr(base, "is_activation_checkpointing", None)
-    if checkpointed if checkpointed is not None else getattr(base, "is_gradient_checkpointing", False):
-        # A checkpointed layer runs without its cache (transformers sets use_cache=False) and would
-        # write it a second time when it reruns in the backward pass.
+    if checkpointed is None:
+        checkpointed = getattr(base, "is_gradient_checkpointing", False)
+    if checkpointed and not (sliced and packable(model)):
+        # The cached prefix pass: a checkpointed layer runs without its cache (transformers sets
+        # use_cache=False) and would write it a second time when it reruns in the backward pass. The
+        # packed row keeps no cache: its layers recompute in the backward pass as any other batch's.
         return "gradient checkpointing: checkpointed layers keep no keys/values to share"
     if cache_keyword(base) is None:
         return f"{type(base).__name__}.forward takes no key/value cache"

@@ -57,7 +57,7 @@ from bench.workers.measure import (
     torch_peaks_gb,
 )
 from bench.workers.optim import choose_optimizer, deepspeed_config
-from bench.workers.prefix import batch_loss, off_reason, shared_span
+from bench.workers.prefix import batch_loss, off_reason, packable, shared_span
 from bench.workers.protocol import event, failure, parse_args, progress, read_cell, write_outcome
 from bench.workers.stopping import PREEMPTED_EXIT, StopRequest
 from bench.workers.truncation import truncated_by_task
@@ -298,7 +298,8 @@ def train_loop(
     lengths = [len(e.input_ids) for e in encoded]
     sliced = cfg.loss_logits == "targets" and keeps_logits(engine.module)
     batcher = BATCHERS[cfg.batching]
-    reuse_off = off_reason(engine.module, cfg.prefix_reuse, cfg.lora_dropout)
+    reuse_off = off_reason(engine.module, cfg.prefix_reuse, cfg.lora_dropout, sliced)
+    packed = sliced and packable(engine)  # how batch_loss computes a shared span
     # "always": rows of one task (one instruction) meet in a batch. Measured on the sentiment set
     # (SmolLM2 tokens, batch 16): 969 of 1,045 batches share 28 tokens instead of 54 batches, for 9% padding
     # instead of 3%. "exact" keeps the batches as they were: a new batch order is a different training.
@@ -340,7 +341,7 @@ def train_loop(
             engine.step()
             window_loss = window_loss + loss.detach().float()
             tokens, examples, micro = tokens + batch.tokens, examples + batch.rows, micro + 1
-            flops = flops + batch_flops(flop_model, rows, sliced, batch.shared)
+            flops = flops + batch_flops(flop_model, rows, sliced, batch.shared, packed)
             shared_spans.append(batch.shared)
             if micro % cfg.grad_accum:
                 continue

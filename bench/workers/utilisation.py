@@ -40,16 +40,19 @@ def loss_positions(example: Encoded) -> int:
     return sum(label != IGNORE for label in example.labels[1:])
 
 
-def batch_flops(step: LoraStep | None, examples: list[Encoded], sliced: bool, shared: int = 0) -> FlopCount:
-    """The FLOPs computed: with a `shared` span (bench.workers.prefix), the span once (one logit row)
-    and each row's remainder attending to it, not the span in every row."""
+def batch_flops(
+    step: LoraStep | None, examples: list[Encoded], sliced: bool, shared: int = 0, packed: bool = False
+) -> FlopCount:
+    """The FLOPs computed: with a `shared` span (bench.workers.prefix), the span once and each row's
+    remainder attending to it, not the span in every row. The cached prefix pass computes one logit
+    row for the span; the `packed` row computes none there (no loss position lies in the span)."""
     if step is None:
         return FlopCount()
     lengths = [len(e.input_ids) - shared for e in examples]
     # Unsliced, the model computes logits at every position (the real ones count; padding is waste).
     positions = sum(loss_positions(e) for e in examples) if sliced else sum(lengths)
     rest = step.batch(lengths, positions, attended=shared)
-    return step.batch([shared], 1) + rest if shared else rest
+    return step.batch([shared], 0 if packed else 1) + rest if shared else rest
 
 
 def utilisation_fields(
