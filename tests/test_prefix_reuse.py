@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from bench.core.matrix import MatrixError, parse
+from bench.workers import packed_attention
 from bench.workers.examples import (
     IGNORE,
     Encoded,
@@ -36,11 +37,15 @@ def tiny_lora_llama(attention: str):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
+    per_row = attention == packed_attention.NAME  # SDPA's model, switched as build_model switches it
     config = LlamaConfig(
         vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=128, attn_implementation=attention,
+        num_key_value_heads=2, max_position_embeddings=128,
+        attn_implementation="sdpa" if per_row else attention,
     )  # fmt: skip
     model = LlamaForCausalLM(config)
+    if per_row:
+        assert packed_attention.install(model)
     model.config.use_cache = False  # as bench.workers.train.build_model sets it
     lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj"],
                       init_lora_weights=False, task_type="CAUSAL_LM")  # fmt: skip
@@ -65,7 +70,8 @@ def loss_and_grads(model, examples, shared: int, sliced: bool, loss_fn=batch_los
     return loss.item(), grads
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])  # sdpa: what build_model gets by default
+# sdpa: what a model loads with by default; bench_packed_sdpa: what build_model switches it to
+@pytest.mark.parametrize("attention", ["sdpa", "eager", packed_attention.NAME])
 @pytest.mark.parametrize("sliced", [True, False])
 @pytest.mark.parametrize("path", ["packed", "cached"])  # cached: flash-attention, or all-position logits
 def test_shared_span_gives_the_loss_and_lora_gradients_of_whole_rows(attention, sliced, path):
@@ -126,10 +132,12 @@ def test_reuse_is_off_when_switched_off_inexact_under_dropout_or_layers_are_chec
     assert off_reason(model, "exact", sliced=True) is None  # the packed row keeps no cache
 
 
-def test_the_packed_row_under_gradient_checkpointing_gives_the_gradients_of_whole_rows():
+@pytest.mark.parametrize("attention", ["sdpa", packed_attention.NAME])
+def test_the_packed_row_under_gradient_checkpointing_gives_the_gradients_of_whole_rows(attention):
     """Checkpointed layers rerun in the backward pass; the packed row keeps no cache, so they recompute
-    the same span + remainders and the LoRA gradients are those of the whole rows, unchecked."""
-    model = tiny_lora_llama("sdpa")
+    the same span + remainders (the layout passed again) and the LoRA gradients are those of the whole
+    rows, unchecked."""
+    model = tiny_lora_llama(attention)
     if not keeps_logits(model):
         pytest.skip("this transformers has no per-row logits_to_keep")
     examples = rows(INSTRUCTION)
@@ -258,3 +266,55 @@ def test_generation_batches_without_a_long_common_span_are_not_shared():
     assert shared_context(ids, mask) == 0
     ids, mask = left_padded([INSTRUCTION + [40], INSTRUCTION], pad=0)
     assert shared_context(ids, mask) == len(INSTRUCTION) - 1  # the shorter row keeps a token of its own
+
+
+def test_row_by_row_attention_of_the_pack_equals_the_masked_pack():
+    """packed_sdpa against SDPA over the whole pack under its full mask: the same outputs, and the
+    same gradients of query, key and value (grouped-query heads, rests of unequal lengths)."""
+    from transformers.integrations.sdpa_attention import repeat_kv
+
+    torch.manual_seed(0)
+    span, rests, heads, kv_heads, dim = 5, [3, 7, 1, 4], 4, 2, 8
+    length = span + sum(rests)
+    module = torch.nn.Module()
+    module.num_key_value_groups = heads // kv_heads
+    q = torch.randn(1, heads, length, dim, requires_grad=True)
+    k, v = (torch.randn(1, kv_heads, length, dim, requires_grad=True) for _ in range(2))
+    segment = torch.cat([torch.full((span,), -1)] + [torch.full((r,), i) for i, r in enumerate(rests)])
+    visible = torch.ones(length, length, dtype=torch.bool).tril()
+    visible &= (segment[None, :] == -1) | (segment[None, :] == segment[:, None])
+    full = torch.nn.functional.scaled_dot_product_attention(
+        q, repeat_kv(k, 2), repeat_kv(v, 2), attn_mask=visible, scale=0.3
+    ).transpose(1, 2)
+    layout = packed_attention.packed_rows(span, rests, torch.device("cpu"))
+    rowwise, _ = packed_attention.packed_sdpa(module, q, k, v, visible[None, None], scaling=0.3,
+                                              **{packed_attention.LAYOUT_KEYWORD: layout})  # fmt: skip
+    assert rowwise.shape == full.shape == (1, length, heads, dim)
+    torch.testing.assert_close(rowwise, full, rtol=1e-5, atol=1e-6)
+    weights = torch.randn_like(full)
+    grads_full = torch.autograd.grad((full * weights).sum(), (q, k, v))
+    grads_rowwise = torch.autograd.grad((rowwise * weights).sum(), (q, k, v))
+    for a, b in zip(grads_rowwise, grads_full, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_the_packed_rows_layout_reaches_every_layer_and_unshared_batches_keep_sdpa():
+    from transformers import AttentionInterface
+
+    model = tiny_lora_llama(packed_attention.NAME)
+    seen = []
+
+    def spy(module, *args, **kwargs):
+        seen.append(packed_attention.LAYOUT_KEYWORD in kwargs)
+        return packed_attention.packed_sdpa(module, *args, **kwargs)
+
+    AttentionInterface.register(packed_attention.NAME, spy)
+    try:
+        examples = rows(INSTRUCTION)
+        packed_loss(model, make_batch(examples, 0, torch.device("cpu"), shared=len(INSTRUCTION)))
+        assert seen == [True, True]  # both layers took the row-by-row path
+        seen.clear()
+        target_loss(model, make_batch(examples, 0, torch.device("cpu")), True)
+        assert seen == [False, False]  # an unshared batch: transformers' SDPA
+    finally:
+        AttentionInterface.register(packed_attention.NAME, packed_attention.packed_sdpa)

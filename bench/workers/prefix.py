@@ -19,6 +19,7 @@ from copy import deepcopy
 import torch
 import torch.nn.functional as F
 
+from bench.workers import packed_attention
 from bench.workers.examples import IGNORE, Batch, Encoded, target_loss
 
 # A shorter common span is not worth its own forward pass: the pass and the repeat of the keys/values
@@ -83,8 +84,9 @@ def cache_keyword(base) -> str | None:
     return next((k for k in ("cache", "past_key_values") if k in names), None)
 
 
-# Attention implementations that take a custom 4D additive mask as it is (flash-attention takes none).
-PACKABLE_ATTENTION = ("sdpa", "eager")
+# Attention implementations that take a custom 4D additive mask as it is (flash-attention takes none);
+# packed_attention's computes the packed row's attention row by row and SDPA's elsewhere.
+PACKABLE_ATTENTION = ("sdpa", "eager", packed_attention.NAME)
 
 
 def batch_loss(model, batch: Batch, sliced: bool) -> torch.Tensor:
@@ -96,9 +98,13 @@ def batch_loss(model, batch: Batch, sliced: bool) -> torch.Tensor:
 
 
 def packable(model) -> bool:
+    return attention_name(model) in PACKABLE_ATTENTION
+
+
+def attention_name(model) -> str | None:
     base = model.module if hasattr(model, "module") else model  # the DeepSpeed engine's peft model
     base = base.get_base_model() if hasattr(base, "get_base_model") else base
-    return getattr(base.config, "_attn_implementation", None) in PACKABLE_ATTENTION
+    return getattr(base.config, "_attn_implementation", None)
 
 
 def packed_layout(batch: Batch, device: torch.device):
@@ -124,7 +130,8 @@ def packed_loss(model, batch: Batch) -> torch.Tensor:
     a 4-bit weight, one well-shaped product) where the cached prefix pass runs two, the first of only
     the span's few rows. Measured on SmolLM2-135M 4-bit, 8 FPB-like rows: 1.23x the whole rows where
     the cached prefix pass gives 1.14x. The extra attention (span + every rest as one masked sequence)
-    grows with the square of the pack, small beside the linear layers at FinLoRA's lengths."""
+    grows with the square of the pack, unless the model computes packed_attention's, which takes the
+    layout and gives each rest's queries only the span's and its own keys."""
     ids = batch.inputs["input_ids"]
     index, positions, visible, offsets = packed_layout(batch, ids.device)
     dtype = model.get_input_embeddings().weight.dtype
@@ -132,8 +139,13 @@ def packed_loss(model, batch: Batch) -> torch.Tensor:
     mask.masked_fill_(~visible, torch.finfo(dtype).min)  # additive: what eager and sdpa both take
     # Filler positions (0, target IGNORE) would fall before the row's rest: clamped, still IGNORE.
     keep = (batch.positions + offsets[:, None]).clamp(min=0).reshape(1, -1)
+    layout = {}
+    if attention_name(model) == packed_attention.NAME:
+        rests = [length - batch.shared for length in batch.lengths]
+        rows = packed_attention.packed_rows(batch.shared, rests, ids.device)
+        layout = {packed_attention.LAYOUT_KEYWORD: rows}
     logits = model(input_ids=ids.flatten()[index][None], attention_mask=mask[None, None],
-                   position_ids=positions[None], logits_to_keep=keep).logits  # fmt: skip
+                   position_ids=positions[None], logits_to_keep=keep, **layout).logits  # fmt: skip
     return F.cross_entropy(logits.float().flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE)
 
 

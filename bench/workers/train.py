@@ -37,7 +37,7 @@ from bench.models.loading import (
     resolve_source,
 )  # fmt: skip
 from bench.models.random_weights import NOTE as RANDOM_NOTE
-from bench.workers import checkpoints, faults
+from bench.workers import checkpoints, faults, packed_attention
 from bench.workers.chat import chat_template_for
 from bench.workers.checkpoints import Checkpointer
 from bench.workers.examples import (
@@ -119,6 +119,7 @@ def build_model(cell, source: str, device: torch.device):
     device_map = {"": device.index if device.type == "cuda" else "cpu"}
     model = load_model(source, cell.model, cell.bits, dtype, device_map)
     model.config.use_cache = False
+    packed_attention.install(model)  # the packed row's attention row by row; SDPA's everywhere else
     if cell.bits in (4, 8):
         # As in QLoRA: norms and embeddings in fp32, inputs require grad for checkpointing.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
