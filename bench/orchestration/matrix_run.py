@@ -14,7 +14,7 @@ from bench.core.data import check_task_data, load_splits
 from bench.core.matrix import Matrix, MatrixError
 from bench.core.records import RunRecord, Status
 from bench.core.store import Store, latest
-from bench.orchestration.preemption import PREEMPTED_EXIT
+from bench.orchestration.preemption import PREEMPTED_EXIT, STOP
 from bench.orchestration.scheduler import Step, plan
 from bench.planning import fit
 from bench.planning.fit import SKIPPED, unfit
@@ -52,9 +52,17 @@ def run_matrix(request: RunRequest, report: Callable[[dict[str, str]], None] | N
     failed = _say_done(written)
     if report is not None:
         report({} if request.force else too_big)
-    if "preempted" in failed:  # stopped on request: a scheduler that requeues the job runs it again
-        return PREEMPTED_EXIT
+    if "preempted" in failed or _left_on_request(steps, written):
+        return PREEMPTED_EXIT  # stopped on request: a scheduler that requeues the job runs it again
     return 1 if failed else 0  # the records and the report are written either way
+
+
+def _left_on_request(steps: list[Step], written: list[RunRecord]) -> bool:
+    """A stop request ended the run with steps it never started. Their running step may have finished
+    ok before the request reached it (a short training), so no record says `preempted`, yet the matrix
+    is not done: exit 0 would tell a scheduler not to run the job again."""
+    ran = latest(written)
+    return STOP.requested and any((s.cell.key, s.phase) not in ran for s in steps)
 
 
 def _execute(request: RunRequest, steps: list[Step]) -> list[RunRecord]:
