@@ -83,6 +83,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--train-limit", type=int, default=320)
     p.add_argument("--max-seq-len", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
+                   help="train.precision on every side: bf16 (bench's default) computes in bf16 where the "
+                        "hardware has it natively, fp32 elsewhere; fp32 pins it, as the CI gate does")
     p.add_argument("--lora-dropout", type=float, default=None,
                    help="every side's LoRA dropout (default: bench's, 0.1); 0 lets prefix_reuse: exact share")
     p.add_argument("--train-sides", default=",".join(TRAIN_SIDES), help="comma list of the sides above")
@@ -122,7 +125,8 @@ def cell_for(args, work: Path, train: dict, eval_batch: int):
         "axes": {"model": ["m"], "quant": [{"bits": args.bits, "rank": args.rank}], "task": [args.task],
                  "gpus": [1], "eval_bits": [args.eval_bits]},
         "train": {"max_steps": args.steps, "train_limit": args.train_limit, "batch_per_gpu": args.batch,
-                  "max_seq_len": args.max_seq_len, "lr": args.lr, "optimizer": "adamw", **dropout, **train},
+                  "max_seq_len": args.max_seq_len, "lr": args.lr, "optimizer": "adamw",
+                  "precision": args.precision, **dropout, **train},
         "eval": {"limit": args.eval_limit or None, "batch_size": eval_batch, "bootstrap": 0},
     }  # fmt: skip
     (cell,) = parse(raw, work / "speed.yaml").cells
